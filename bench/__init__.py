@@ -1,0 +1,3 @@
+"""cirbench: reference toolkit for composed image retrieval ablations."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Dataset readers for the official FashionIQ / CIRR layouts and the synthetic benchmark."""

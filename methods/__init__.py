@@ -1,0 +1,1 @@
+"""CIR methods registered by name (filled in by the method issues)."""
