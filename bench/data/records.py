@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from bench.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
@@ -28,13 +36,18 @@ class Query:
 
 @dataclass(frozen=True)
 class Finding:
-    """One validation finding: what is wrong, where, and how often."""
+    """One validation finding: what is wrong, where, and how often.
+
+    ``error`` findings make a strict reader fail and a lenient one skip the record;
+    ``warning`` findings (known data quirks) are reported and the record is kept.
+    """
 
     file: str
     message: str
     record: int | str | None = None
     field: str | None = None
     count: int = 1
+    severity: Severity = "error"
 
     def __str__(self) -> str:
         where = self.file
@@ -42,8 +55,20 @@ class Finding:
             where += f": record {self.record}"
         if self.field is not None:
             where += f": field {self.field!r}"
-        times = f" ({self.count} occurrences)" if self.count > 1 else ""
-        return f"{where}: {self.message}{times}"
+        return f"{self.severity}: {where}: {self.message}"
+
+    def to_error(self) -> DataFormatError:
+        return DataFormatError(self.file, self.message, record=self.record, field=self.field)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "severity": self.severity,
+            "file": self.file,
+            "record": self.record,
+            "field": self.field,
+            "message": self.message,
+            "count": self.count,
+        }
 
 
 @dataclass
@@ -51,7 +76,7 @@ class CIRSplit:
     """The queries and the gallery of one split (one category for FashionIQ).
 
     ``gallery`` lists the split's image names in file order; ``image_paths`` maps every
-    known image name to its path on disk (which may not exist when images are absent).
+    gallery image name to its path on disk (which need not exist when images are absent).
     """
 
     dataset: str
@@ -65,3 +90,25 @@ class CIRSplit:
     @property
     def name(self) -> str:
         return f"{self.category}/{self.split}" if self.category else self.split
+
+    @property
+    def has_targets(self) -> bool:
+        return all(q.target is not None for q in self.queries)
+
+    def open_image(self, name: str) -> Image.Image:
+        """Load one image lazily, as RGB, with an error naming the file when it fails."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            path = self.image_paths[name]
+        except KeyError:
+            raise DataFormatError(
+                f"{self.dataset}:{self.name}", f"image {name!r} is not in this split"
+            ) from None
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except FileNotFoundError:
+            raise DataFormatError(path, "image file not found") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataFormatError(path, f"cannot decode image: {exc}") from None
