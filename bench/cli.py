@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import CirbenchError
+
+if TYPE_CHECKING:
+    from bench.config import ExperimentSpec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -46,6 +50,83 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_spec(args: argparse.Namespace) -> ExperimentSpec:
+    from bench.config import load_spec
+
+    return load_spec(args.spec, overrides=args.set)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bench.config import load_spec
+    from bench.engine import train
+
+    for path in args.spec:
+        spec = load_spec(path, overrides=args.set)
+        result = train(spec, resume=args.resume, restart=args.restart, progress=not args.quiet)
+        print(
+            json.dumps(
+                {
+                    "spec": str(path),
+                    "run_dir": str(result.run_dir),
+                    "mlflow_run_id": result.mlflow_run_id,
+                    "seconds": round(result.seconds, 1),
+                    "metrics": result.metrics,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bench.engine import evaluate
+
+    metrics = evaluate(_load_spec(args), args.checkpoint, progress=not args.quiet)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from bench.engine import write_submission
+
+    paths = write_submission(_load_spec(args), args.checkpoint, args.out, progress=not args.quiet)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from methods import get_method_class, list_methods
+
+    for name in list_methods(args.pattern):
+        cls = get_method_class(name)
+        phases = ", ".join(p.name for p in cls.phases)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:14s} phases: {phases:20s} {doc}")
+    return 0
+
+
+def _cmd_backbone_pretrain(args: argparse.Namespace) -> int:
+    from bench.pretrain import ensure_synthetic_backbone
+
+    path = ensure_synthetic_backbone(
+        args.arch, size=args.size, seed=args.seed, progress=not args.quiet
+    )
+    print(path)
+    return 0
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    parser.add_argument("spec", type=Path, nargs="+" if many else None, help="experiment spec YAML")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.lr=1e-5 (repeatable)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cirbench", description="Composed image retrieval ablation suite."
@@ -78,6 +159,39 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--json", action="store_true", help="print the report as JSON")
     synth.add_argument("--quiet", action="store_true", help="no progress bars")
     synth.set_defaults(handler=_cmd_data_synth)
+
+    train = commands.add_parser("train", help="train and evaluate experiment spec(s), tracked")
+    _add_spec_arguments(train, many=True)
+    train.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
+    train.add_argument("--restart", action="store_true", help="discard the run's state")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on the spec's split")
+    _add_spec_arguments(evaluate)
+    evaluate.add_argument("--checkpoint", required=True, type=Path)
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    submit = commands.add_parser("submit", help="write CIRR test-server submission files")
+    _add_spec_arguments(submit)
+    submit.add_argument("--checkpoint", required=True, type=Path)
+    submit.add_argument("--out", type=Path, default=Path("submissions"))
+    submit.set_defaults(handler=_cmd_submit)
+
+    methods = commands.add_parser("methods", help="list registered CIR methods")
+    methods.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'clip*'")
+    methods.set_defaults(handler=_cmd_methods)
+
+    backbone = commands.add_parser("backbone", help="backbone tools").add_subparsers(
+        dest="backbone_command", required=True
+    )
+    pretrain = backbone.add_parser(
+        "pretrain", help="pre-train the small CLIP on the synthetic benchmark (cached)"
+    )
+    pretrain.add_argument("--arch", default="cirbench-tiny")
+    pretrain.add_argument("--size", choices=("tiny", "small", "default"), default="default")
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--quiet", action="store_true")
+    pretrain.set_defaults(handler=_cmd_backbone_pretrain)
     return parser
 
 

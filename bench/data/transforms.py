@@ -58,13 +58,21 @@ class TargetPadTransform:
     std: tuple[float, float, float] = CLIP_STD
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.normalize(self.pixels(image))
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """Padded, resized and cropped uint8 CHW pixels (the cacheable part)."""
         image = image.convert("RGB")
         if self.ratio is not None:
             image = target_pad(image, self.ratio)
         image = resize_center_crop(image, self.size)
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (..., 3, H, W) -> normalised float32, CLIP mean / std."""
+        mean = np.asarray(self.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(3, 1, 1)
+        return (pixels.astype(np.float32) / 255.0 - mean) / std
 
     def describe(self) -> str:
         """A stable description, used in feature-cache keys."""

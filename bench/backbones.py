@@ -1,0 +1,175 @@
+"""CLIP backbones from open_clip: an architecture name plus a weights source.
+
+Weights sources (``pretrained``):
+
+* an open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...), downloaded
+  and cached by open_clip on machines that can reach its hub;
+* a path to a local checkpoint file (an open_clip / OpenAI state dict, or a cirbench
+  backbone checkpoint written by ``cirbench backbone pretrain``);
+* ``None`` / ``"random"``: random initialisation (seeded), for tests and smoke runs.
+
+cirbench ships its own small architecture configs in ``bench/model_configs`` (e.g.
+``cirbench-tiny``, the synthetic world's CLIP); they are registered with open_clip on
+first use, so they load through exactly the same code path as ViT-B-16 or RN50x4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.data.transforms import TARGET_PAD_RATIO, TargetPadTransform
+from bench.errors import CirbenchError
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_configs_registered = False
+
+
+class BackboneError(CirbenchError):
+    """A backbone cannot be built or its weights cannot be had."""
+
+
+def register_model_configs() -> None:
+    """Make cirbench's own architecture configs known to open_clip (idempotent)."""
+    global _configs_registered
+    if not _configs_registered:
+        import open_clip
+
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _configs_registered = True
+
+
+@dataclass
+class Backbone:
+    """An open_clip model with its tokenizer and the CIR preprocessing that goes with it."""
+
+    arch: str
+    weights: str
+    model: Any  # open_clip.CLIP
+    tokenizer: Any
+    transform: TargetPadTransform
+    embed_dim: int
+    context_length: int
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts)
+
+
+def list_architectures() -> list[str]:
+    register_model_configs()
+    import open_clip
+
+    return open_clip.list_models()
+
+
+def _model_cfg(arch: str) -> dict[str, Any]:
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise BackboneError(
+            f"unknown open_clip architecture {arch!r}; see `open_clip.list_models()` "
+            f"or add a JSON config to {MODEL_CONFIG_DIR}"
+        )
+    return cfg
+
+
+def load_backbone(
+    arch: str,
+    pretrained: str | Path | None = None,
+    *,
+    seed: int = 0,
+    target_pad_ratio: float | None = TARGET_PAD_RATIO,
+) -> Backbone:
+    """Build an open_clip model and its preprocessing; see the module docstring for sources."""
+    register_model_configs()
+    import open_clip
+
+    cfg = _model_cfg(arch)
+    source = None if pretrained in (None, "", "random") else str(pretrained)
+    torch.manual_seed(seed)
+    if source is None:
+        model = open_clip.create_model(arch, pretrained=None)
+        weights = f"{arch}:random:seed={seed}"
+    elif Path(source).expanduser().exists() or "/" in source or source.endswith((".pt", ".bin")):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise BackboneError(f"{path}: backbone checkpoint file not found")
+        model = open_clip.create_model(arch, pretrained=None)
+        load_checkpoint(model, path)
+        weights = f"{arch}:file:{file_digest(path)}"
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if source not in tags:
+            raise BackboneError(
+                f"open_clip has no pretrained tag {source!r} for {arch!r} "
+                f"(known: {', '.join(tags) or 'none'}); pass a local checkpoint path instead"
+            )
+        try:
+            model = open_clip.create_model(arch, pretrained=source)
+        except Exception as exc:  # network errors come in many types
+            raise BackboneError(
+                f"cannot get pretrained weights {arch}/{source} ({type(exc).__name__}: {exc}); "
+                "on a machine without internet, download them elsewhere and pass the "
+                "checkpoint file's path as `pretrained`"
+            ) from exc
+        weights = f"{arch}:{source}"
+    model.eval()
+    image_size = cfg["vision_cfg"]["image_size"]
+    context_length = cfg["text_cfg"].get("context_length", 77)
+    return Backbone(
+        arch=arch,
+        weights=weights,
+        model=model,
+        tokenizer=open_clip.get_tokenizer(arch, context_length=context_length),
+        transform=TargetPadTransform(size=image_size, ratio=target_pad_ratio),
+        embed_dim=cfg["embed_dim"],
+        context_length=context_length,
+    )
+
+
+def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """Load a state dict saved by open_clip, OpenAI CLIP or cirbench into ``model``.
+
+    Accepts a raw state dict, ``{"state_dict": ...}`` (open_clip training checkpoints,
+    with an optional ``module.`` prefix from DDP) or ``{"model": ...}`` (cirbench).
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BackboneError(f"{path}: cannot read checkpoint ({exc})") from exc
+    if isinstance(checkpoint, torch.jit.ScriptModule):  # pragma: no cover - OpenAI JIT files
+        checkpoint = checkpoint.state_dict()
+    state = checkpoint
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise BackboneError(f"{path}: expected a state dict, got {type(state).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).split("\n\t")[1:2] or [str(exc)]
+        raise BackboneError(
+            f"{path}: checkpoint does not match the architecture: {first[0].strip()}"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise BackboneError(
+            f"{path}: checkpoint does not match the architecture: "
+            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})"
+        )
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 (first 16 hex digits) of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,191 @@
+"""Experiment specs: YAML files validated into typed config objects.
+
+One spec = dataset, backbone, method (with its hyperparameters), training, evaluation.
+Unknown keys and bad values are errors that name the file and the dotted key; command
+line overrides (``--set train.lr=1e-5``) are applied before validation, their values
+parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bench.errors import CirbenchError
+
+#: ``dataset.root`` value that selects the embedded synthetic benchmark.
+SYNTHETIC = "synthetic"
+
+
+class SpecError(CirbenchError, ValueError):
+    """An experiment spec is invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    format: Literal["fashioniq", "cirr"]
+    root: str = SYNTHETIC
+    synthetic_size: Literal["tiny", "small", "default"] = "default"
+    synthetic_seed: int = 0
+    categories: tuple[Literal["dress", "shirt", "toptee"], ...] = ("dress", "shirt", "toptee")
+    train_split: str = "train"
+    eval_split: str = "val"
+    protocol: Literal["full_gallery", "drop_reference", "triplet_gallery"] = "full_gallery"
+    cirr_targets: Literal["hard", "soft"] = "hard"
+    max_train_queries: int | None = Field(default=None, gt=0)
+
+
+class BackboneSpec(_Strict):
+    arch: str = "cirbench-tiny"
+    pretrained: str | None = SYNTHETIC
+    target_pad_ratio: float | None = Field(default=1.25, gt=1.0)
+
+
+class MethodSpec(_Strict):
+    name: str = "clip4cir"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PhaseSpec(_Strict):
+    """Training settings of one method phase (stage); unset fields inherit ``train``."""
+
+    epochs: int | None = Field(default=None, ge=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(default=3, ge=0)
+    batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    mixed_precision: bool = True
+    num_workers: int = Field(default=0, ge=0)
+    save_best_checkpoint_artifact: bool = False
+    phases: dict[str, PhaseSpec] = Field(default_factory=dict)
+
+    def phase(self, name: str) -> TrainSpec:
+        """The settings for phase ``name``: this spec with the phase's overrides applied."""
+        override = self.phases.get(name)
+        if override is None:
+            return self
+        values = {k: v for k, v in override.model_dump().items() if v is not None}
+        return self.model_copy(update=values)
+
+
+class EvalSpec(_Strict):
+    batch_size: int = Field(default=256, gt=0)
+    every_epoch: bool = True
+    select_metric: str | None = None
+
+
+class ExperimentSpec(_Strict):
+    name: str
+    experiment: str = "cirbench"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "runs"
+    dataset: DatasetSpec
+    backbone: BackboneSpec = Field(default_factory=BackboneSpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_segment(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError("must be a non-empty name without '/' (it names the run folder)")
+        return value
+
+    def flat(self) -> dict[str, Any]:
+        """The spec flattened to dotted keys (MLflow params)."""
+        return flatten(self.model_dump(mode="json"))
+
+    def digest(self) -> str:
+        """A content hash of the resolved spec (identifies a grid point)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict copy."""
+    tree = copy.deepcopy(tree)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"{source}: override {item!r} is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{source}: override {item!r}: cannot parse value: {exc}") from None
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(f"{source}: override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid experiment spec"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(
+    data: dict[str, Any], *, source: str = "<spec>", overrides: list[str] | None = None
+) -> ExperimentSpec:
+    """Validate a spec given as a dict (after applying overrides)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [], source)
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(source, exc)) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Read and validate a YAML experiment spec."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: malformed YAML: {exc}") from None
+    return parse_spec(data, source=str(path), overrides=overrides)

@@ -1,0 +1,106 @@
+"""Everything an experiment reads from a dataset: training triplets and evaluation splits.
+
+``load_experiment_data(spec.dataset)`` resolves the dataset root (generating the embedded
+synthetic benchmark when ``root: synthetic`` and it is absent), reads the training split
+and the evaluation split(s) with the official readers, and returns them with the query
+texts built the way the official code builds them.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import SYNTHETIC, DatasetSpec
+from bench.data import cirr, fashioniq
+from bench.data.records import CIRSplit
+from bench.paths import synthetic_root
+
+
+@dataclass(frozen=True)
+class TrainTriplet:
+    """A training triplet: reference and target image names and the raw caption(s)."""
+
+    reference: str
+    target: str
+    captions: tuple[str, ...]
+    source: str  # split name it came from (e.g. "dress/train")
+
+
+@dataclass
+class ExperimentData:
+    """Training triplets and evaluation splits of one experiment."""
+
+    format: str
+    root: Path
+    train: list[TrainTriplet]
+    train_split: list[CIRSplit]
+    eval_splits: list[CIRSplit]
+
+
+def training_text(format: str, captions: tuple[str, ...], rng: random.Random) -> str:
+    """The training query text. FashionIQ: one of CLIP4Cir's four variants at random
+    ("c1 and c2", "c2 and c1", "c1", "c2"); CIRR: the caption."""
+    if format == "fashioniq":
+        first, second = captions
+        variant = rng.randrange(4)
+        chosen = [(first, second), (second, first), (first,), (second,)][variant]
+        return fashioniq.fashioniq_query_text(chosen)
+    return captions[0]
+
+
+def eval_text(format: str, captions: tuple[str, ...]) -> str:
+    """The evaluation query text: FashionIQ "C1 and c2"; CIRR the caption."""
+    return fashioniq.fashioniq_query_text(captions) if format == "fashioniq" else captions[0]
+
+
+def ensure_synthetic(size: str, seed: int, *, progress: bool = True) -> Path:
+    """The synthetic benchmark's folder, generated (atomically) when absent."""
+    root = synthetic_root(size, seed)
+    if (root / "synthetic.json").is_file():
+        return root
+    from bench.data.synthetic import generate
+
+    partial = root.with_name(root.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    generate(partial, seed=seed, size=size, progress=progress)
+    partial.rename(root)
+    return root
+
+
+def dataset_root(spec: DatasetSpec, *, progress: bool = True) -> Path:
+    """The folder of this format's data (synthetic data is generated when absent)."""
+    if spec.root == SYNTHETIC:
+        return ensure_synthetic(spec.synthetic_size, spec.synthetic_seed, progress=progress) / (
+            spec.format
+        )
+    root = Path(spec.root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset root folder not found (dataset.root)")
+    return root
+
+
+def load_split(spec: DatasetSpec, root: Path, split: str, category: str | None) -> CIRSplit:
+    if spec.format == "fashioniq":
+        assert category is not None
+        return fashioniq.load_fashioniq_split(root, category, split)
+    return cirr.load_cirr_split(root, split)
+
+
+def load_experiment_data(spec: DatasetSpec, *, progress: bool = True) -> ExperimentData:
+    root = dataset_root(spec, progress=progress)
+    categories: list[str | None] = list(spec.categories) if spec.format == "fashioniq" else [None]
+    train_splits = [load_split(spec, root, spec.train_split, c) for c in categories]
+    eval_splits = [load_split(spec, root, spec.eval_split, c) for c in categories]
+    triplets = [
+        TrainTriplet(q.reference, q.target, q.captions, split.name)
+        for split in train_splits
+        for q in split.queries
+        if q.target is not None
+    ]
+    if spec.max_train_queries is not None:
+        triplets = random.Random(0).sample(triplets, min(spec.max_train_queries, len(triplets)))
+    return ExperimentData(spec.format, root, triplets, train_splits, eval_splits)

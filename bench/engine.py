@@ -1,0 +1,601 @@
+"""The training / evaluation engine: one spec in, a trained model and a tracked run out.
+
+The engine owns the loop, the phases, checkpoints and logging; methods only encode.
+For each phase of the method (e.g. CLIP4CIR: ``finetune`` then ``combiner``) it freezes
+every parameter group the phase does not train, trains with AdamW, linear warm-up +
+cosine decay, gradient clipping and (on CUDA) mixed precision, evaluates on the eval
+split after every epoch with the official metrics, and writes ``last.pt`` (everything
+needed to resume exactly) and ``best.pt`` (the best epoch of the phase on
+``eval.select_metric``). A phase continues from the best weights of the phase before.
+When a phase trains no image-side group, image representations are computed once
+(feature cache) and training runs on cached features.
+
+Determinism: the data order and the FashionIQ caption variants of an epoch are drawn
+from generators seeded by (seed, phase, epoch); the global RNG states (dropout) are saved
+in ``last.pt``. Same spec and seed on the CPU -> same metrics, and a run resumed after
+an interruption ends with the metrics of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.backbones import load_backbone
+from bench.config import SYNTHETIC, ExperimentSpec, TrainSpec
+from bench.data.experiment import ExperimentData, load_experiment_data, training_text
+from bench.errors import CirbenchError
+from bench.evaluation import (
+    SplitImages,
+    autocast,
+    encode_cached,
+    evaluate_splits,
+    to_model_input,
+)
+from bench.features import ArrayCache, digest, load_pixels
+from bench.paths import cache_dir, home
+from methods import create_method
+from methods.base import CIRMethod, Phase
+
+#: Called after every optimiser step with (phase name, epoch, step in epoch); tests use it
+#: to interrupt a run at a chosen point.
+StepHook = Callable[[str, int, int], None]
+
+
+class RunStateError(CirbenchError):
+    """A run folder holds state that conflicts with the request (e.g. resume without it)."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CirbenchError("device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir_for(spec: ExperimentSpec) -> Path:
+    """Where a spec's checkpoints live: ``<output_dir>/<name>-<spec digest>``."""
+    return home() / spec.output_dir / f"{spec.name}-{spec.digest()}"
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+@dataclass
+class Session:
+    """Everything built from a spec: data, pixels, method, device, cache."""
+
+    spec: ExperimentSpec
+    device: torch.device
+    data: ExperimentData
+    method: CIRMethod
+    pool_names: list[str]
+    pool_pixels: np.ndarray
+    pool_key: str
+    eval_images: list[SplitImages]
+    cache: ArrayCache
+    progress: bool = True
+
+    @property
+    def reference_rows(self) -> np.ndarray:
+        index = {n: i for i, n in enumerate(self.pool_names)}
+        return np.array([index[t.reference] for t in self.data.train], dtype=np.int64)
+
+    @property
+    def target_rows(self) -> np.ndarray:
+        index = {n: i for i, n in enumerate(self.pool_names)}
+        return np.array([index[t.target] for t in self.data.train], dtype=np.int64)
+
+
+def resolve_pretrained(spec: ExperimentSpec, progress: bool) -> str | None:
+    """``backbone.pretrained: synthetic`` -> the cached synthetic pre-training checkpoint."""
+    if spec.backbone.pretrained != SYNTHETIC:
+        return spec.backbone.pretrained
+    from bench.pretrain import ensure_synthetic_backbone
+
+    return str(
+        ensure_synthetic_backbone(
+            spec.backbone.arch,
+            size=spec.dataset.synthetic_size,
+            seed=spec.dataset.synthetic_seed,
+            progress=progress,
+        )
+    )
+
+
+def build_session(
+    spec: ExperimentSpec, *, progress: bool = True, pretrained: bool = True
+) -> Session:
+    """Load data, pixels and the method. ``pretrained=False`` skips loading backbone weights
+    (used when a checkpoint with every weight is loaded right after)."""
+    device = select_device(spec.device)
+    data = load_experiment_data(spec.dataset, progress=progress)
+    weights = resolve_pretrained(spec, progress) if pretrained is True else None
+    seed_everything(spec.seed)
+    backbone = load_backbone(
+        spec.backbone.arch, weights, seed=spec.seed, target_pad_ratio=spec.backbone.target_pad_ratio
+    )
+    method = create_method(spec.method.name, backbone, spec.method.params).to(device)
+    cache = ArrayCache(cache_dir())
+
+    paths: dict[str, Path] = {}
+    for split in data.train_split:
+        paths.update(split.image_paths)
+    pool_names = list(paths)
+    pool_pixels = load_pixels(
+        cache, pool_names, paths, backbone.transform, progress=progress, desc="train images"
+    )
+    pool_key = digest(pool_names, backbone.transform.describe(), len(pool_names))
+    eval_images = []
+    for split in data.eval_splits:
+        pixels = load_pixels(
+            cache,
+            split.gallery,
+            split.image_paths,
+            backbone.transform,
+            progress=progress,
+            desc=f"{split.name} images",
+        )
+        key = digest(
+            split.gallery,
+            backbone.transform.describe(),
+            str(split.image_paths.get(split.gallery[0])),
+        )
+        eval_images.append(SplitImages(split, pixels, key))
+    return Session(
+        spec, device, data, method, pool_names, pool_pixels, pool_key, eval_images, cache, progress
+    )
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def set_trainable(method: CIRMethod, phase: Phase) -> list[torch.nn.Parameter]:
+    """Freeze every group but the phase's; return the trainable parameters."""
+    for p in method.parameters():
+        p.requires_grad_(False)
+    groups = method.parameter_groups()
+    params = [p for g in phase.trains for p in groups[g]]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainSpec) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on biases, norms, scalars)."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainSpec, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio`` of the steps, then cosine decay to 0 (or constant)."""
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_seed(seed: int, phase_index: int, epoch: int) -> int:
+    return (seed * 1_000_003 + phase_index * 10_007 + epoch) % 2**63
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainState:
+    """Progress of a run; saved in ``last.pt`` so that a resumed run continues exactly."""
+
+    phase_index: int = 0
+    epochs_done: int = 0  # completed epochs of the current phase
+    global_epoch: int = 0  # completed epochs over all phases (the MLflow step)
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CirbenchError(f"{path}: checkpoint not found") from None
+    except Exception as exc:
+        raise CirbenchError(f"{path}: cannot read checkpoint ({exc})") from exc
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    seconds: float
+    cache: dict[str, float]
+    mlflow_run_id: str | None
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
+def select_value(metrics: dict[str, float], spec: ExperimentSpec) -> float:
+    key = spec.eval.select_metric or "Rmean"
+    if key not in metrics:
+        raise CirbenchError(f"eval.select_metric {key!r} is not a metric (have {sorted(metrics)})")
+    return metrics[key]
+
+
+def train(
+    spec: ExperimentSpec,
+    *,
+    resume: bool = False,
+    restart: bool = False,
+    progress: bool = True,
+    on_step: StepHook | None = None,
+    tracking: bool = True,
+) -> TrainResult:
+    """Train and evaluate ``spec``; see the module docstring. Tracked in MLflow."""
+    from bench.tracking import TrackedRun
+
+    run_dir = run_dir_for(spec)
+    last = run_dir / "last.pt"
+    if last.exists() and not (resume or restart):
+        raise RunStateError(
+            f"{run_dir} already holds a run of this spec; pass --resume to continue it "
+            "or --restart to start over"
+        )
+    if restart and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.yaml").write_text(spec.to_yaml())
+
+    checkpoint = load_checkpoint_file(last) if resume and last.exists() else None
+    state = TrainState(**checkpoint["state"]) if checkpoint else TrainState()
+    run_id_file = run_dir / "mlflow_run_id"
+    if resume and state.mlflow_run_id is None and run_id_file.is_file():
+        # interrupted before the first epoch finished: continue the same MLflow run
+        state.mlflow_run_id = run_id_file.read_text().strip() or None
+    session = build_session(spec, progress=progress, pretrained=checkpoint is None)
+    if checkpoint:
+        session.method.load_state_dict(checkpoint["model"])
+
+    tags = {
+        "cirbench.dataset_fingerprint": session.pool_key,
+        "cirbench.spec_digest": spec.digest(),
+        "cirbench.kind": "train",
+        "cirbench.method": spec.method.name,
+    }
+    start = time.perf_counter()
+    with TrackedRun(
+        spec.experiment,
+        spec.name,
+        params=spec.flat(),
+        tags=tags,
+        run_id=state.mlflow_run_id,
+        enabled=tracking,
+    ) as run:
+        state.mlflow_run_id = run.run_id
+        if run.run_id:
+            run_id_file.write_text(run.run_id)
+        _train_phases(session, state, checkpoint, run, run_dir, on_step)
+        seconds = time.perf_counter() - start
+        final = dict(state.best_metrics)
+        run.log_metrics({f"final.{k}": v for k, v in final.items()})
+        run.log_metrics({"train.seconds": seconds, **session.cache.stats.as_dict()})
+        run.log_dict(final, "metrics.json")
+        run.log_text(spec.to_yaml(), "spec.yaml")
+        if spec.train.save_best_checkpoint_artifact:
+            run.log_artifact(run_dir / "best.pt")
+    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
+    return TrainResult(
+        run_dir, final, state.history, seconds, session.cache.stats.as_dict(), state.mlflow_run_id
+    )
+
+
+def _train_phases(
+    session: Session,
+    state: TrainState,
+    checkpoint: dict[str, Any] | None,
+    run: Any,
+    run_dir: Path,
+    on_step: StepHook | None,
+) -> None:
+    spec, method = session.spec, session.method
+    if checkpoint:
+        set_rng_state(checkpoint["rng"])
+    for phase_index, phase in enumerate(method.phases):
+        if phase_index < state.phase_index:
+            continue
+        cfg = spec.train.phase(phase.name)
+        method.set_phase(phase.name)
+        params = set_trainable(method, phase)
+        steps_per_epoch = math.ceil(len(session.data.train) / cfg.batch_size)
+        optimizer = build_optimizer(params, cfg)
+        schedule = build_schedule(optimizer, cfg, max(1, steps_per_epoch * cfg.epochs))
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=session.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        )
+        resuming_here = checkpoint is not None and checkpoint["state"]["phase_index"] == phase_index
+        if resuming_here:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            schedule.load_state_dict(checkpoint["schedule"])
+            scaler.load_state_dict(checkpoint["scaler"])
+        else:
+            state.phase_index, state.epochs_done = phase_index, 0
+            state.best_value, state.best_epoch, state.best_metrics = -math.inf, -1, {}
+        frozen = phase.image_frozen(method)
+        for epoch in range(state.epochs_done, cfg.epochs):
+            loss, rate = _train_epoch(
+                session,
+                phase,
+                phase_index,
+                epoch,
+                cfg,
+                optimizer,
+                schedule,
+                scaler,
+                frozen,
+                on_step,
+            )
+            metrics = evaluate_splits(
+                method,
+                session.eval_images,
+                session.device,
+                batch_size=spec.eval.batch_size,
+                protocol=spec.dataset.protocol,
+                cirr_targets=spec.dataset.cirr_targets,
+                cache=session.cache if frozen else None,
+            )
+            state.epochs_done = epoch + 1
+            state.global_epoch += 1
+            value = select_value(metrics, spec)
+            record = {
+                "phase": phase.name,
+                "epoch": epoch,
+                "loss": loss,
+                "samples_per_s": rate,
+                **metrics,
+            }
+            state.history.append(record)
+            run.log_metrics(
+                {"train.loss": loss, "train.samples_per_s": rate, "phase_index": phase_index}
+                | {f"val.{k}": v for k, v in metrics.items()},
+                step=state.global_epoch,
+            )
+            if session.progress:
+                tqdm.write(
+                    f"[{phase.name} {epoch + 1}/{cfg.epochs}] loss {loss:.4f} "
+                    + " ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "_" not in k)
+                )
+            if value > state.best_value:
+                state.best_value, state.best_epoch, state.best_metrics = value, epoch, metrics
+                save_atomic(
+                    {
+                        "model": method.state_dict(),
+                        "phase": phase.name,
+                        "metrics": metrics,
+                        "spec": spec.model_dump(mode="json"),
+                    },
+                    run_dir / "best.pt",
+                )
+            save_atomic(
+                {
+                    "model": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "state": state.__dict__,
+                    "rng": rng_state(),
+                },
+                run_dir / "last.pt",
+            )
+        checkpoint = None
+        if phase_index + 1 < len(method.phases) and (run_dir / "best.pt").exists():
+            method.load_state_dict(load_checkpoint_file(run_dir / "best.pt")["model"])
+
+
+def _train_epoch(
+    session: Session,
+    phase: Phase,
+    phase_index: int,
+    epoch: int,
+    cfg: TrainSpec,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LambdaLR,
+    scaler: torch.amp.GradScaler,
+    frozen: bool,
+    on_step: StepHook | None,
+) -> tuple[float, float]:
+    """One epoch; returns (mean loss, samples per second)."""
+    spec, method, device = session.spec, session.method, session.device
+    triplets = session.data.train
+    seed = epoch_seed(spec.seed, phase_index, epoch)
+    order = torch.randperm(len(triplets), generator=torch.Generator().manual_seed(seed)).numpy()
+    text_rng = random.Random(seed)
+    texts = [training_text(session.data.format, t.captions, text_rng) for t in triplets]
+    ref_rows, tgt_rows = session.reference_rows, session.target_rows
+    encoded = (
+        encode_cached(
+            method,
+            session.pool_pixels,
+            session.pool_key,
+            device,
+            spec.eval.batch_size,
+            session.cache,
+        )
+        if frozen
+        else None
+    )
+    method.train()
+    total, count, start = 0.0, 0, time.perf_counter()
+    batches = range(0, len(order), cfg.batch_size)
+    bar = tqdm(
+        batches,
+        desc=f"{phase.name} epoch {epoch + 1}/{cfg.epochs}",
+        disable=not session.progress,
+        leave=False,
+    )
+    for step, offset in enumerate(bar):
+        idx = order[offset : offset + cfg.batch_size]
+        tokens = method.tokenize([texts[i] for i in idx]).to(device)
+        with autocast(device):
+            if encoded is not None:
+                ref = encoded.reference[ref_rows[idx]].to(device)
+                tgt = encoded.target[tgt_rows[idx]].to(device)
+            else:
+                rows = np.concatenate([ref_rows[idx], tgt_rows[idx]])
+                images = to_model_input(session.pool_pixels[rows], method.transform, device)
+                reps, vecs = method.encode_images(images)
+                ref, tgt = reps[: len(idx)], vecs[len(idx) :]
+            query = method.encode_query(ref, tokens)
+            loss = method.loss(query.float(), tgt.float())
+        if not torch.isfinite(loss):
+            raise CirbenchError(
+                f"non-finite loss {loss.item()} in {phase.name} epoch {epoch + 1} step {step}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
+            )
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+        rate = count / (time.perf_counter() - start)
+        bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.0f}")
+        if on_step is not None:
+            on_step(phase.name, epoch, step)
+    return total / max(1, count), count / (time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def load_trained(spec: ExperimentSpec, checkpoint: Path, *, progress: bool = True) -> Session:
+    """A session whose method carries the weights (and phase) of a checkpoint."""
+    state = load_checkpoint_file(checkpoint)
+    session = build_session(spec, progress=progress, pretrained=False)
+    session.method.load_state_dict(state["model"])
+    phase = state.get("phase") or session.method.phases[-1].name
+    session.method.set_phase(phase)
+    return session
+
+
+def evaluate(
+    spec: ExperimentSpec, checkpoint: Path, *, progress: bool = True, tracking: bool = True
+) -> dict[str, float]:
+    """Evaluate a checkpoint on the spec's eval split; tracked as its own MLflow run."""
+    from bench.tracking import TrackedRun
+
+    session = load_trained(spec, checkpoint, progress=progress)
+    tags = {
+        "cirbench.dataset_fingerprint": session.pool_key,
+        "cirbench.spec_digest": spec.digest(),
+        "cirbench.kind": "evaluate",
+        "cirbench.checkpoint": str(checkpoint),
+    }
+    with TrackedRun(
+        spec.experiment, f"{spec.name}-eval", params=spec.flat(), tags=tags, enabled=tracking
+    ) as run:
+        metrics = evaluate_splits(
+            session.method,
+            session.eval_images,
+            session.device,
+            batch_size=spec.eval.batch_size,
+            protocol=spec.dataset.protocol,
+            cirr_targets=spec.dataset.cirr_targets,
+            cache=session.cache,
+        )
+        run.log_metrics({f"val.{k}": v for k, v in metrics.items()})
+        run.log_dict(metrics, "metrics.json")
+    return metrics
+
+
+def write_submission(
+    spec: ExperimentSpec, checkpoint: Path, out_dir: Path, *, progress: bool = True
+) -> tuple[Path, Path]:
+    """CIRR test-server files for the spec's eval split (normally ``test1``), validated."""
+    from bench.evaluation import cirr_submission_rankings
+    from bench.submission import check_cirr_submission, write_cirr_submission
+
+    if spec.dataset.format != "cirr":
+        raise CirbenchError("submission files exist for CIRR only (dataset.format: cirr)")
+    session = load_trained(spec, checkpoint, progress=progress)
+    (images,) = session.eval_images
+    pair_ids, top50, top3 = cirr_submission_rankings(
+        session.method, images, session.device, spec.eval.batch_size
+    )
+    paths = write_cirr_submission(out_dir, pair_ids, top50, top3, name=spec.name)
+    for path in paths:
+        check_cirr_submission(path, expected_pair_ids=pair_ids, gallery_names=images.split.gallery)
+    return paths

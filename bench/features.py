@@ -1,0 +1,142 @@
+"""On-disk caches of frozen work: preprocessed pixels and image features.
+
+Every entry is keyed by a hash of what produced it, so a changed input never reads a
+stale entry:
+
+* pixels: the image list (names, file sizes and modification times) + preprocessing;
+* features: the image list + preprocessing + a fingerprint of the encoder weights + what
+  was encoded (``reference`` / ``target``).
+
+Entries are ``.npy`` files written atomically (temporary file + rename) with a JSON
+sidecar recording how long they took to compute, so the cache can report the time it
+saved. Reads memory-map the array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from bench.data.transforms import TargetPadTransform
+from bench.errors import DataFormatError
+
+
+def digest(*parts: Any) -> str:
+    """A short SHA-256 of JSON-serialisable parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def image_list_digest(names: Sequence[str], paths: dict[str, Path]) -> str:
+    """Hash of an ordered image list and of each file's size and modification time."""
+    h = hashlib.sha256()
+    for name in names:
+        st = os.stat(paths[name])
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def tensor_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+    """Hash of parameter values (identifies encoder weights)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    seconds_computing: float = 0.0
+    seconds_saved: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "cache_seconds_computing": round(self.seconds_computing, 3),
+            "cache_seconds_saved": round(self.seconds_saved, 3),
+        }
+
+
+class ArrayCache:
+    """A folder of content-keyed ``.npy`` arrays (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.stats = CacheStats()
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.npy"
+
+    def get_or_compute(
+        self, kind: str, key: str, compute: Callable[[], np.ndarray], meta: dict[str, Any]
+    ) -> np.ndarray:
+        """Return the cached array for ``key`` or compute, store and return it."""
+        path = self.path(kind, key)
+        sidecar = path.with_suffix(".json")
+        if path.is_file() and sidecar.is_file():
+            info = json.loads(sidecar.read_text())
+            self.stats.hits += 1
+            self.stats.seconds_saved += float(info.get("seconds", 0.0))
+            self.stats.events.append({"kind": kind, "key": key, "hit": True})
+            return np.load(path, mmap_mode="r")
+        start = time.perf_counter()
+        array = np.ascontiguousarray(compute())
+        seconds = time.perf_counter() - start
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+        tmp_meta = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+        tmp_meta.write_text(json.dumps({**meta, "seconds": seconds, "shape": list(array.shape)}))
+        os.replace(tmp_meta, sidecar)
+        self.stats.misses += 1
+        self.stats.seconds_computing += seconds
+        self.stats.events.append({"kind": kind, "key": key, "hit": False})
+        return array
+
+
+def _read_pixels(path: Path, transform: TargetPadTransform) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return transform.pixels(image)
+    except FileNotFoundError:
+        raise DataFormatError(path, "image file not found") from None
+    except OSError as exc:
+        raise DataFormatError(path, f"cannot decode image: {exc}") from None
+
+
+def load_pixels(
+    cache: ArrayCache,
+    names: Sequence[str],
+    paths: dict[str, Path],
+    transform: TargetPadTransform,
+    *,
+    progress: bool = True,
+    desc: str = "preprocess images",
+) -> np.ndarray:
+    """Preprocessed uint8 images (N, 3, S, S) for ``names``, computed once and cached."""
+    key = digest("pixels", image_list_digest(names, paths), transform.describe())
+
+    def compute() -> np.ndarray:
+        out = np.empty((len(names), 3, transform.size, transform.size), dtype=np.uint8)
+        for i, name in enumerate(tqdm(names, desc=desc, disable=not progress, leave=False)):
+            out[i] = _read_pixels(paths[name], transform)
+        return out
+
+    return cache.get_or_compute("pixels", key, compute, {"images": len(names)})

@@ -1,0 +1,145 @@
+"""The interface every CIR method implements, so the engine can train any of them.
+
+A method is a small ``torch.nn.Module`` with three encoders:
+
+* ``encode_reference(images)``: image -> reference representation (any shape per item:
+  one vector for CLIP4CIR, a token sequence for TG-CIR or BLIP-2 methods);
+* ``encode_target(images)``: image -> L2-normalised target vector;
+* ``encode_query(reference, tokens)``: (reference representation, text) -> L2-normalised
+  query vector.
+
+Its parameters are split into named groups, and each group belongs to the query side
+or the target side. A method trains in one or more *phases* (CLIP4CIR: fine-tune the
+encoders, then train the Combiner); each phase names the groups it trains. When a phase
+trains no image-side group, the engine computes image representations once and caches
+them; this is also what the SPN negative-scaling stage relies on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from bench.backbones import Backbone
+
+#: Parameter groups whose outputs depend on images only (the reference and target encoders).
+IMAGE_SIDE = "image"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training phase of a method: its name, the parameter groups it trains, and what
+    it is for. ``image_frozen`` is true when no image-side group trains (features cacheable)."""
+
+    name: str
+    trains: tuple[str, ...]
+    description: str
+
+    def image_frozen(self, method: CIRMethod) -> bool:
+        return not any(method.group_side(g) == IMAGE_SIDE for g in self.trains)
+
+
+class MethodParams(BaseModel):
+    """Base of a method's hyperparameters (validated from ``method.params`` of a spec)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CIRMethod(nn.Module, ABC):
+    """Base class of registered CIR methods (see the module docstring)."""
+
+    #: Registry name, set by ``@register_method``.
+    name: ClassVar[str] = ""
+    #: Hyperparameter model of the method.
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    #: The phases, in training order.
+    phases: ClassVar[tuple[Phase, ...]] = ()
+    #: group name -> "image" (reference/target encoders) or "query" (text side, fusion).
+    group_sides: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, backbone: Backbone, params: MethodParams) -> None:
+        super().__init__()
+        self.backbone_info = {"arch": backbone.arch, "weights": backbone.weights}
+        self.params = params
+        self.tokenizer = backbone.tokenizer
+        self.transform = backbone.transform
+        self.active_phase = self.phases[-1].name if self.phases else ""
+
+    # ------------------------------------------------------------------ encoders
+    @abstractmethod
+    def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> reference representations (B, ...)."""
+
+    @abstractmethod
+    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> L2-normalised target vectors (B, D)."""
+
+    @abstractmethod
+    def encode_query(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Reference representations and token ids -> L2-normalised query vectors (B, D)."""
+
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference representations and target vectors of the same images (one pass when
+        a method can share the work)."""
+        return self.encode_reference(images), self.encode_target(images)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts)
+
+    # ------------------------------------------------------------------ training hooks
+    @abstractmethod
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups; every trainable parameter is in exactly one group."""
+
+    def loss(self, query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """In-batch contrastive loss of queries against the batch's targets."""
+        logits = self.logit_scale() * query @ target.t()
+        labels = torch.arange(query.shape[0], device=query.device)
+        return nn.functional.cross_entropy(logits, labels)
+
+    def logit_scale(self) -> float | torch.Tensor:
+        """Multiplier of cosine similarities in the training loss (1 / temperature)."""
+        return 100.0
+
+    def set_phase(self, name: str) -> None:
+        """Switch behaviour to phase ``name`` (e.g. which fusion ``encode_query`` uses)."""
+        if name not in {p.name for p in self.phases}:
+            raise ValueError(f"{self.name} has no phase {name!r}")
+        self.active_phase = name
+
+    # ------------------------------------------------------------------ derived helpers
+    def group_side(self, group: str) -> str:
+        return self.group_sides[group]
+
+    def side_parameters(self, side: str) -> Iterator[nn.Parameter]:
+        for group, params in self.parameter_groups().items():
+            if self.group_side(group) == side:
+                yield from params
+
+    def query_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the query side (text encoder, fusion)."""
+        return self.side_parameters("query")
+
+    def target_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the image side (reference and target encoders)."""
+        return self.side_parameters(IMAGE_SIDE)
+
+    def image_fingerprint(self) -> str:
+        """Hash of the image-side weights (keys cached image features)."""
+        from bench.features import tensor_fingerprint
+
+        return tensor_fingerprint(self.target_parameters())
+
+    def describe(self) -> dict[str, Any]:
+        groups = self.parameter_groups()
+        return {
+            "name": self.name,
+            "phases": [p.name for p in self.phases],
+            "groups": {g: sum(p.numel() for p in ps) for g, ps in groups.items()},
+        }

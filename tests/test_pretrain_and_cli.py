@@ -1,0 +1,64 @@
+"""Synthetic backbone pre-training (cached), `cirbench methods`, and CIRR submission files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import parse_spec
+from bench.engine import train, write_submission
+from bench.pretrain import PretrainConfig, ensure_synthetic_backbone
+from bench.submission import validate_cirr_submission
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIRBENCH_HOME", str(home))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+        mp.chdir(home)
+        yield home
+
+
+def test_pretraining_is_cached_by_data_and_config(isolated_home):
+    config = PretrainConfig(epochs=1, batch_size=64)
+    path = ensure_synthetic_backbone(size="tiny", config=config, progress=False)
+    state = torch.load(path, weights_only=False)
+    assert state["arch"] == "cirbench-tiny" and len(state["history"]) == 1
+    mtime = path.stat().st_mtime_ns
+    again = ensure_synthetic_backbone(size="tiny", config=config, progress=False)
+    assert again == path and again.stat().st_mtime_ns == mtime  # cache hit: not retrained
+    other = ensure_synthetic_backbone(
+        size="tiny", config=PretrainConfig(epochs=1, batch_size=64, lr=1e-4), progress=False
+    )
+    assert other != path  # another config, another entry
+
+
+def test_methods_command_lists_clip4cir(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("clip4cir") and "finetune, combiner" in out
+
+
+def test_cirr_submission_from_a_trained_checkpoint(isolated_home, tmp_path):
+    base = {
+        "name": "tiny-cirr",
+        "dataset": {"format": "cirr", "synthetic_size": "tiny", "max_train_queries": 32},
+        "backbone": {"pretrained": "random"},
+        "method": {"params": {"use_combiner": False}},
+        "train": {"epochs": 1, "batch_size": 16},
+    }
+    result = train(parse_spec(base), progress=False, tracking=False)
+    assert set(result.metrics) >= {"R@1", "R@5", "Rsubset@1", "Rmean"}
+    test_spec = parse_spec(base, overrides=["dataset.eval_split=test1"])
+    recall, subset = write_submission(
+        test_spec, result.best_checkpoint, tmp_path / "sub", progress=False
+    )
+    assert validate_cirr_submission(recall) == [] and validate_cirr_submission(subset) == []
+    payload = json.loads(recall.read_text())
+    assert payload["version"] == "rc2" and payload["metric"] == "recall"
+    assert all(len(v) == 50 for k, v in payload.items() if k not in ("version", "metric"))
