@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bench.errors import CirbenchError
 
@@ -86,6 +93,49 @@ class TrainSpec(_Strict):
         return self.model_copy(update=values)
 
 
+class PositivesTrainSpec(_Strict):
+    """How generated triplets (positive scaling, P) enter training."""
+
+    epochs: int = Field(default=2, ge=0, description="epochs of the P continuation")
+    lr: float | None = Field(default=None, gt=0, description="default: train.lr")
+    batch_size: int | None = Field(default=None, gt=0, description="default: train.batch_size")
+    mix_ratio: float | None = Field(
+        default=1.0, gt=0, description="generated triplets per human triplet per epoch; null: all"
+    )
+
+
+class NegativesSpec(_Strict):
+    """Negative scaling (N): stage 2 against a static bank; unset fields take the method's
+    paper defaults (``CIRMethod.spn_defaults``)."""
+
+    epochs: int | None = Field(default=None, ge=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    tau: float | None = Field(default=None, gt=0)
+    learnable_tau: bool | None = None
+    neg_num: int | None = Field(default=None, gt=0, description="negatives sampled per query")
+    half_bank: bool = False
+
+
+class SPNSpec(_Strict):
+    """The SPN modifiers. ``positives`` is a positive-scaling pipeline spec
+    (``bench.positives.pipeline.PositivesSpec``); ``zero_shot`` trains on generated
+    triplets only (no human triplet is used)."""
+
+    positives: dict[str, Any] | None = None
+    positives_train: PositivesTrainSpec = Field(default_factory=PositivesTrainSpec)
+    negatives: NegativesSpec | None = None
+    zero_shot: bool = False
+
+    @property
+    def composition(self) -> str:
+        """``none``, ``P``, ``N`` or ``P+N`` (zero-shot runs are ``ZS`` / ``ZS+N``)."""
+        if self.zero_shot:
+            return "ZS+N" if self.negatives is not None else "ZS"
+        parts = [p for p, on in (("P", self.positives), ("N", self.negatives)) if on is not None]
+        return "+".join(parts) or "none"
+
+
 class EvalSpec(_Strict):
     batch_size: int = Field(default=256, gt=0)
     every_epoch: bool = True
@@ -103,6 +153,7 @@ class ExperimentSpec(_Strict):
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    spn: SPNSpec = Field(default_factory=SPNSpec)
 
     @field_validator("name")
     @classmethod
@@ -110,6 +161,23 @@ class ExperimentSpec(_Strict):
         if not value or "/" in value or value.startswith("."):
             raise ValueError("must be a non-empty name without '/' (it names the run folder)")
         return value
+
+    @model_validator(mode="after")
+    def _spn_is_consistent(self) -> ExperimentSpec:
+        if self.spn.zero_shot and self.spn.positives is None:
+            raise ValueError("spn.zero_shot needs spn.positives (the generated triplets)")
+        return self
+
+    def stage1_spec(self) -> ExperimentSpec:
+        """The spec whose run is the stage-1 checkpoint SPN continues from: the same spec
+        without modifiers (zero-shot: without negatives, stage 1 trains on generated data).
+        All compositions of one base share it, so stage 1 is trained once."""
+        spn = (
+            self.spn.model_copy(update={"negatives": None})
+            if self.spn.zero_shot
+            else SPNSpec()
+        )
+        return self.model_copy(update={"spn": spn})
 
     def flat(self) -> dict[str, Any]:
         """The spec flattened to dotted keys (MLflow params)."""

@@ -10,6 +10,14 @@ needed to resume exactly) and ``best.pt`` (the best epoch of the phase on
 When a phase trains no image-side group, image representations are computed once
 (feature cache) and training runs on cached features.
 
+SPN modifiers (``spec.spn``) continue from the stage-1 checkpoint of the same spec
+without modifiers (:meth:`ExperimentSpec.stage1_spec`), trained once and reused by every
+composition: ``P`` fine-tunes on human + generated triplets with in-batch negatives,
+``N`` trains the query side against a static bank of every training image's target
+vector (InfoNCE at temperature tau, optionally ``neg_num`` sampled negatives), ``P+N``
+does the latter on human + generated triplets. Zero-shot (``spn.zero_shot``) trains
+stage 1 on generated triplets only.
+
 Determinism: the data order and the FashionIQ caption variants of an epoch are drawn
 from generators seeded by (seed, phase, epoch); the global RNG states (dropout) are saved
 in ``last.pt``. Same spec and seed on the CPU -> same metrics, and a run resumed after
@@ -35,7 +43,13 @@ from tqdm import tqdm
 
 from bench.backbones import load_backbone
 from bench.config import SYNTHETIC, ExperimentSpec, TrainSpec
-from bench.data.experiment import ExperimentData, load_experiment_data, training_text
+from bench.data.experiment import (
+    ExperimentData,
+    TrainTriplet,
+    load_experiment_data,
+    load_generated_triplets,
+    training_text,
+)
 from bench.errors import CirbenchError
 from bench.evaluation import (
     SplitImages,
@@ -47,7 +61,7 @@ from bench.evaluation import (
 from bench.features import ArrayCache, digest, load_pixels
 from bench.paths import cache_dir, home
 from methods import create_method
-from methods.base import CIRMethod, Phase
+from methods.base import IMAGE_SIDE, CIRMethod, Phase
 
 #: Called after every optimiser step with (phase name, epoch, step in epoch); tests use it
 #: to interrupt a run at a chosen point.
@@ -93,17 +107,28 @@ class Session:
     pool_key: str
     eval_images: list[SplitImages]
     cache: ArrayCache
+    generated: list[TrainTriplet] = field(default_factory=list)
     progress: bool = True
 
-    @property
-    def reference_rows(self) -> np.ndarray:
-        index = {n: i for i, n in enumerate(self.pool_names)}
-        return np.array([index[t.reference] for t in self.data.train], dtype=np.int64)
+    def __post_init__(self) -> None:
+        self.pool_index = {n: i for i, n in enumerate(self.pool_names)}
 
-    @property
-    def target_rows(self) -> np.ndarray:
-        index = {n: i for i, n in enumerate(self.pool_names)}
-        return np.array([index[t.target] for t in self.data.train], dtype=np.int64)
+    def epoch_triplets(self, seed: int) -> list[TrainTriplet]:
+        """The training triplets of one epoch: human, generated, or human + a seeded sample
+        of generated ones (``spn.positives_train.mix_ratio`` per human triplet)."""
+        spn = self.spec.spn
+        if spn.zero_shot:
+            return self.generated
+        if not self.generated:
+            return self.data.train
+        ratio = spn.positives_train.mix_ratio
+        count = len(self.generated) if ratio is None else round(ratio * len(self.data.train))
+        if count >= len(self.generated):
+            return self.data.train + self.generated
+        return self.data.train + random.Random(seed).sample(self.generated, count)
+
+    def rows(self, names: list[str]) -> np.ndarray:
+        return np.fromiter((self.pool_index[n] for n in names), dtype=np.int64, count=len(names))
 
 
 def resolve_pretrained(spec: ExperimentSpec, progress: bool) -> str | None:
@@ -140,6 +165,12 @@ def build_session(
     paths: dict[str, Path] = {}
     for split in data.train_split:
         paths.update(split.image_paths)
+    generated: list[TrainTriplet] = []
+    if spec.spn.positives is not None and spec.spn.composition != "N":
+        generated, generated_paths = load_generated_triplets(spec, data.root, cache, progress)
+        if spec.spn.zero_shot:  # the bank and the pool hold the generated images only
+            paths = {}
+        paths.update(generated_paths)
     pool_names = list(paths)
     pool_pixels = load_pixels(
         cache, pool_names, paths, backbone.transform, progress=progress, desc="train images"
@@ -162,7 +193,17 @@ def build_session(
         )
         eval_images.append(SplitImages(split, pixels, key))
     return Session(
-        spec, device, data, method, pool_names, pool_pixels, pool_key, eval_images, cache, progress
+        spec,
+        device,
+        data,
+        method,
+        pool_names,
+        pool_pixels,
+        pool_key,
+        eval_images,
+        cache,
+        generated,
+        progress,
     )
 
 
@@ -283,12 +324,132 @@ class TrainResult:
     def last_checkpoint(self) -> Path:
         return self.run_dir / "last.pt"
 
+    def save(self) -> None:
+        record = {
+            "metrics": self.metrics,
+            "history": self.history,
+            "seconds": self.seconds,
+            "cache": self.cache,
+            "mlflow_run_id": self.mlflow_run_id,
+        }
+        tmp = self.run_dir / ".result.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, self.run_dir / "result.json")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TrainResult | None:
+        """The result of a finished run, ``None`` if the run never finished."""
+        path = run_dir / "result.json"
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        return cls(run_dir=run_dir, **record)
+
 
 def select_value(metrics: dict[str, float], spec: ExperimentSpec) -> float:
     key = spec.eval.select_metric or "Rmean"
     if key not in metrics:
         raise CirbenchError(f"eval.select_metric {key!r} is not a metric (have {sorted(metrics)})")
     return metrics[key]
+
+
+# ----------------------------------------------------------------------------- SPN phases
+
+SPN_POSITIVES = "spn_positives"
+SPN_NEGATIVES = "spn_negatives"
+
+
+def resolve_negatives(spec: ExperimentSpec, method: CIRMethod) -> dict[str, Any]:
+    """Negative-scaling settings: the spec's values over the method's paper defaults."""
+    assert spec.spn.negatives is not None
+    given = {k: v for k, v in spec.spn.negatives.model_dump().items() if v is not None}
+    return {**method.spn_defaults, **given}
+
+
+def plan_phases(spec: ExperimentSpec, method: CIRMethod) -> list[tuple[Phase, TrainSpec]]:
+    """The phases a spec trains, each with its settings (see the module docstring)."""
+    composition = spec.spn.composition
+    if composition in ("none", "ZS"):
+        return [(p, spec.train.phase(p.name)) for p in method.phases]
+    groups = tuple(method.parameter_groups())
+    if composition == "P":
+        pt = spec.spn.positives_train
+        cfg = spec.train.model_copy(
+            update={
+                "epochs": pt.epochs,
+                "lr": pt.lr or spec.train.lr,
+                "batch_size": pt.batch_size or spec.train.batch_size,
+            }
+        )
+        phase = Phase(SPN_POSITIVES, groups, "fine-tune on human + generated triplets")
+        return [(phase, cfg)]
+    neg = resolve_negatives(spec, method)
+    query_groups = tuple(g for g in groups if method.group_side(g) != IMAGE_SIDE)
+    cfg = spec.train.model_copy(
+        update={
+            "epochs": neg["epochs"],
+            "lr": neg["lr"],
+            "batch_size": neg["batch_size"],
+            "schedule": "constant",
+            "warmup_ratio": 0.0,
+        }
+    )
+    phase = Phase(
+        SPN_NEGATIVES, query_groups, "query side against a static negative bank", objective="bank"
+    )
+    return [(phase, cfg)]
+
+
+class BankObjective(torch.nn.Module):
+    """InfoNCE of each query against the static bank of every training image's target.
+
+    logits = q @ bank.T / tau, label = the row of the true target; with ``neg_num`` the
+    logits cover the positive and ``neg_num`` negatives drawn uniformly from the rest of
+    the bank (the bank-size knob). tau is fixed or learnable (stored as log(1/tau)).
+    """
+
+    def __init__(self, tau: float, learnable: bool, neg_num: int | None) -> None:
+        super().__init__()
+        self.log_scale = torch.nn.Parameter(
+            torch.tensor(math.log(1.0 / tau)), requires_grad=learnable
+        )
+        self.neg_num = neg_num
+
+    @property
+    def tau(self) -> float:
+        return float(torch.exp(-self.log_scale.detach()))
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        bank: torch.Tensor,
+        positives: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        scale = self.log_scale.exp()
+        if self.neg_num is None or self.neg_num >= bank.shape[0] - 1:
+            logits = query @ bank.to(query.dtype).t()
+            return torch.nn.functional.cross_entropy(logits * scale, positives)
+        # negatives: uniform over the bank without the positive (shift past it)
+        draws = torch.randint(
+            0, bank.shape[0] - 1, (query.shape[0], self.neg_num), generator=generator
+        ).to(positives.device)
+        negatives = draws + (draws >= positives[:, None]).long()
+        rows = torch.cat([positives[:, None], negatives], dim=1)
+        candidates = bank[rows].to(query.dtype)  # (B, 1 + neg_num, D)
+        logits = torch.einsum("bd,bkd->bk", query, candidates)
+        labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
+        return torch.nn.functional.cross_entropy(logits * scale, labels)
+
+
+def make_objective(spec: ExperimentSpec, method: CIRMethod, phase: Phase) -> BankObjective | None:
+    if phase.objective != "bank":
+        return None
+    neg = resolve_negatives(spec, method)
+    return BankObjective(neg["tau"], bool(neg["learnable_tau"]), neg.get("neg_num"))
+
+
+# ----------------------------------------------------------------------------- training
 
 
 def train(
@@ -300,41 +461,65 @@ def train(
     on_step: StepHook | None = None,
     tracking: bool = True,
 ) -> TrainResult:
-    """Train and evaluate ``spec``; see the module docstring. Tracked in MLflow."""
+    """Train and evaluate ``spec``; see the module docstring. Tracked in MLflow.
+
+    ``resume`` continues an interrupted run from ``last.pt`` (a finished run is returned
+    as it is, nothing recomputed); ``restart`` discards the run folder first.
+    """
     from bench.tracking import TrackedRun
 
     run_dir = run_dir_for(spec)
     last = run_dir / "last.pt"
-    if last.exists() and not (resume or restart):
-        raise RunStateError(
-            f"{run_dir} already holds a run of this spec; pass --resume to continue it "
-            "or --restart to start over"
-        )
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
+    finished = TrainResult.load(run_dir)
+    if finished is not None and resume:
+        return finished
+    if last.exists() and not resume:
+        raise RunStateError(
+            f"{run_dir} already holds a run of this spec; pass --resume to continue it "
+            "(or reuse its result) or --restart to start over"
+        )
+
+    init_from: Path | None = None
+    composition = spec.spn.composition
+    if composition not in ("none", "ZS"):
+        stage1 = train(
+            spec.stage1_spec(), resume=True, progress=progress, on_step=None, tracking=tracking
+        )
+        init_from = stage1.best_checkpoint
+
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.yaml").write_text(spec.to_yaml())
-
     checkpoint = load_checkpoint_file(last) if resume and last.exists() else None
     state = TrainState(**checkpoint["state"]) if checkpoint else TrainState()
     run_id_file = run_dir / "mlflow_run_id"
     if resume and state.mlflow_run_id is None and run_id_file.is_file():
         # interrupted before the first epoch finished: continue the same MLflow run
         state.mlflow_run_id = run_id_file.read_text().strip() or None
-    session = build_session(spec, progress=progress, pretrained=checkpoint is None)
+    session = build_session(
+        spec, progress=progress, pretrained=checkpoint is None and init_from is None
+    )
     if checkpoint:
         session.method.load_state_dict(checkpoint["model"])
+    elif init_from is not None:
+        session.method.load_state_dict(load_checkpoint_file(init_from)["model"])
 
     tags = {
         "cirbench.dataset_fingerprint": session.pool_key,
         "cirbench.spec_digest": spec.digest(),
         "cirbench.kind": "train",
         "cirbench.method": spec.method.name,
+        "cirbench.composition": composition,
+        "cirbench.dataset": spec.dataset.format,
+        "cirbench.seed": spec.seed,
     }
+    if init_from is not None:
+        tags["cirbench.stage1_checkpoint"] = str(init_from)
     start = time.perf_counter()
     with TrackedRun(
         spec.experiment,
-        spec.name,
+        spec.name if composition == "none" else f"{spec.name}[{composition}]",
         params=spec.flat(),
         tags=tags,
         run_id=state.mlflow_run_id,
@@ -353,9 +538,16 @@ def train(
         if spec.train.save_best_checkpoint_artifact:
             run.log_artifact(run_dir / "best.pt")
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
-    return TrainResult(
-        run_dir, final, state.history, seconds, session.cache.stats.as_dict(), state.mlflow_run_id
+    result = TrainResult(
+        run_dir,
+        final,
+        state.history,
+        seconds,
+        session.cache.stats.as_dict(),
+        state.mlflow_run_id,
     )
+    result.save()
+    return result
 
 
 def _train_phases(
@@ -369,13 +561,17 @@ def _train_phases(
     spec, method = session.spec, session.method
     if checkpoint:
         set_rng_state(checkpoint["rng"])
-    for phase_index, phase in enumerate(method.phases):
+    plan = plan_phases(spec, method)
+    for phase_index, (phase, cfg) in enumerate(plan):
         if phase_index < state.phase_index:
             continue
-        cfg = spec.train.phase(phase.name)
-        method.set_phase(phase.name)
+        method.set_phase(phase.name if phase in method.phases else method.phases[-1].name)
         params = set_trainable(method, phase)
-        steps_per_epoch = math.ceil(len(session.data.train) / cfg.batch_size)
+        objective = make_objective(spec, method, phase)
+        if objective is not None:
+            objective.to(session.device)
+            params += [p for p in objective.parameters() if p.requires_grad]
+        steps_per_epoch = math.ceil(len(session.epoch_triplets(0)) / cfg.batch_size)
         optimizer = build_optimizer(params, cfg)
         schedule = build_schedule(optimizer, cfg, max(1, steps_per_epoch * cfg.epochs))
         scaler = torch.amp.GradScaler(
@@ -386,6 +582,8 @@ def _train_phases(
             optimizer.load_state_dict(checkpoint["optimizer"])
             schedule.load_state_dict(checkpoint["schedule"])
             scaler.load_state_dict(checkpoint["scaler"])
+            if objective is not None:
+                objective.load_state_dict(checkpoint["objective"])
         else:
             state.phase_index, state.epochs_done = phase_index, 0
             state.best_value, state.best_epoch, state.best_metrics = -math.inf, -1, {}
@@ -401,6 +599,7 @@ def _train_phases(
                 schedule,
                 scaler,
                 frozen,
+                objective,
                 on_step,
             )
             metrics = evaluate_splits(
@@ -422,6 +621,8 @@ def _train_phases(
                 "samples_per_s": rate,
                 **metrics,
             }
+            if objective is not None:
+                record["tau"] = objective.tau
             state.history.append(record)
             run.log_metrics(
                 {"train.loss": loss, "train.samples_per_s": rate, "phase_index": phase_index}
@@ -438,7 +639,7 @@ def _train_phases(
                 save_atomic(
                     {
                         "model": method.state_dict(),
-                        "phase": phase.name,
+                        "phase": method.active_phase,
                         "metrics": metrics,
                         "spec": spec.model_dump(mode="json"),
                     },
@@ -450,13 +651,14 @@ def _train_phases(
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "scaler": scaler.state_dict(),
+                    "objective": objective.state_dict() if objective is not None else None,
                     "state": state.__dict__,
                     "rng": rng_state(),
                 },
                 run_dir / "last.pt",
             )
         checkpoint = None
-        if phase_index + 1 < len(method.phases) and (run_dir / "best.pt").exists():
+        if phase_index + 1 < len(plan) and (run_dir / "best.pt").exists():
             method.load_state_dict(load_checkpoint_file(run_dir / "best.pt")["model"])
 
 
@@ -470,16 +672,19 @@ def _train_epoch(
     schedule: torch.optim.lr_scheduler.LambdaLR,
     scaler: torch.amp.GradScaler,
     frozen: bool,
+    objective: BankObjective | None,
     on_step: StepHook | None,
 ) -> tuple[float, float]:
     """One epoch; returns (mean loss, samples per second)."""
     spec, method, device = session.spec, session.method, session.device
-    triplets = session.data.train
     seed = epoch_seed(spec.seed, phase_index, epoch)
+    triplets = session.epoch_triplets(seed)
     order = torch.randperm(len(triplets), generator=torch.Generator().manual_seed(seed)).numpy()
     text_rng = random.Random(seed)
     texts = [training_text(session.data.format, t.captions, text_rng) for t in triplets]
-    ref_rows, tgt_rows = session.reference_rows, session.target_rows
+    ref_rows = session.rows([t.reference for t in triplets])
+    tgt_rows = session.rows([t.target for t in triplets])
+    negatives_rng = torch.Generator().manual_seed(seed + 1)
     encoded = (
         encode_cached(
             method,
@@ -492,6 +697,12 @@ def _train_epoch(
         if frozen
         else None
     )
+    bank = None
+    if objective is not None:
+        assert encoded is not None, "the bank objective needs a frozen image side"
+        half = bool(spec.spn.negatives and spec.spn.negatives.half_bank)
+        bank_dtype = torch.float16 if half and device.type == "cuda" else torch.float32
+        bank = encoded.target.to(device, dtype=bank_dtype)  # every training image, L2-normalised
     method.train()
     total, count, start = 0.0, 0, time.perf_counter()
     batches = range(0, len(order), cfg.batch_size)
@@ -514,7 +725,11 @@ def _train_epoch(
                 reps, vecs = method.encode_images(images)
                 ref, tgt = reps[: len(idx)], vecs[len(idx) :]
             query = method.encode_query(ref, tokens)
-            loss = method.loss(query.float(), tgt.float())
+            if objective is not None and bank is not None:
+                positives = torch.from_numpy(tgt_rows[idx]).to(device)
+                loss = objective(query.float(), bank, positives, negatives_rng)
+            else:
+                loss = method.loss(query.float(), tgt.float())
         if not torch.isfinite(loss):
             raise CirbenchError(
                 f"non-finite loss {loss.item()} in {phase.name} epoch {epoch + 1} step {step}"

@@ -40,6 +40,9 @@ class Phase:
     name: str
     trains: tuple[str, ...]
     description: str
+    #: "in_batch": contrastive against the batch's targets; "bank": against the static
+    #: bank of every training image's target vector (SPN negative scaling).
+    objective: str = "in_batch"
 
     def image_frozen(self, method: CIRMethod) -> bool:
         return not any(method.group_side(g) == IMAGE_SIDE for g in self.trains)
@@ -62,6 +65,14 @@ class CIRMethod(nn.Module, ABC):
     phases: ClassVar[tuple[Phase, ...]] = ()
     #: group name -> "image" (reference/target encoders) or "query" (text side, fusion).
     group_sides: ClassVar[dict[str, str]] = {}
+    #: SPN stage-2 defaults from the paper (batch_size, epochs, lr, tau, learnable_tau).
+    spn_defaults: ClassVar[dict[str, Any]] = {
+        "batch_size": 256,
+        "epochs": 3,
+        "lr": 2e-5,
+        "tau": 0.02,
+        "learnable_tau": False,
+    }
 
     def __init__(self, backbone: Backbone, params: MethodParams) -> None:
         super().__init__()

@@ -13,9 +13,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.config import SYNTHETIC, DatasetSpec
+from bench.config import SYNTHETIC, DatasetSpec, ExperimentSpec
 from bench.data import cirr, fashioniq
 from bench.data.records import CIRSplit
+from bench.features import ArrayCache
 from bench.paths import synthetic_root
 
 
@@ -88,6 +89,22 @@ def load_split(spec: DatasetSpec, root: Path, split: str, category: str | None) 
         assert category is not None
         return fashioniq.load_fashioniq_split(root, category, split)
     return cirr.load_cirr_split(root, split)
+
+
+def load_generated_triplets(
+    spec: ExperimentSpec, dataset_root: Path, cache: ArrayCache, progress: bool = True
+) -> tuple[list[TrainTriplet], dict[str, Path]]:
+    """Build (or reuse, it is cached) the spec's generated triplets (positive scaling) and
+    read them back in the dataset's own caption format, with their images' paths."""
+    from bench.positives.pipeline import PositivesSpec, build_positives
+    from bench.positives.writer import read_generated
+
+    positives = PositivesSpec.model_validate(spec.spn.positives)
+    build_positives(dataset_root, spec.dataset.format, positives, cache=cache, progress=progress)
+    generated, paths = read_generated(dataset_root, spec.dataset.format, positives.name)
+    source = f"generated/{positives.name}"
+    triplets = [TrainTriplet(g.reference, g.target, g.captions, source) for g in generated]
+    return triplets, paths
 
 
 def load_experiment_data(spec: DatasetSpec, *, progress: bool = True) -> ExperimentData:

@@ -1,0 +1,89 @@
+"""SPN modifiers on tiny configs of the real code: compositions, bank, neg_num, zero-shot."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+
+from bench.config import parse_spec
+from bench.engine import BankObjective, build_session, plan_phases, run_dir_for, train
+
+BASE = {
+    "name": "spn-tiny",
+    "experiment": "cirbench-spn-tests",
+    "dataset": {
+        "format": "fashioniq",
+        "synthetic_size": "tiny",
+        "categories": ["dress"],
+        "max_train_queries": 64,
+    },
+    "backbone": {"pretrained": "random"},
+    "train": {"epochs": 1, "batch_size": 16, "lr": 1e-4, "phases": {"combiner": {"epochs": 1}}},
+}
+NEGATIVES = {"epochs": 1, "batch_size": 16, "lr": 1e-4, "neg_num": 20}
+
+
+def spec_with(**spn):
+    return parse_spec({**BASE, "spn": spn})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIRBENCH_HOME", str(home))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+        mp.chdir(home)
+        yield home
+
+
+def test_bank_objective_full_bank_and_neg_num():
+    torch.manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1)
+    query = bank[:4] + 0.01
+    positives = torch.arange(4)
+    gen = torch.Generator().manual_seed(0)
+    full = BankObjective(tau=0.02, learnable=False, neg_num=None)
+    logits = query @ bank.t() / 0.02
+    expected = torch.nn.functional.cross_entropy(logits, positives)
+    assert torch.allclose(full(query, bank, positives, gen), expected)
+    # with neg_num: the positive and exactly neg_num other rows of the bank
+    sampled = BankObjective(tau=0.02, learnable=False, neg_num=5)
+    loss = sampled(query, bank, positives, torch.Generator().manual_seed(3))
+    draws = torch.randint(0, 49, (4, 5), generator=torch.Generator().manual_seed(3))
+    negatives = draws + (draws >= positives[:, None]).long()
+    assert not (negatives == positives[:, None]).any()
+    rows = torch.cat([positives[:, None], negatives], dim=1)
+    logits = torch.einsum("bd,bkd->bk", query, bank[rows]) / 0.02
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(loss, expected)
+    assert BankObjective(tau=0.05, learnable=True, neg_num=None).log_scale.requires_grad
+
+
+def test_plan_uses_paper_defaults_and_freezes_the_image_side():
+    spec = spec_with(negatives={"neg_num": 20})
+    session = build_session(spec, progress=False)
+    [(phase, cfg)] = plan_phases(spec, session.method)
+    assert phase.name == "spn_negatives" and phase.objective == "bank"
+    assert phase.image_frozen(session.method)
+    assert set(phase.trains) == {"text_encoder", "combiner"}
+    assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.schedule) == (256, 3, 2e-5, "constant")
+
+
+def test_negative_scaling_reuses_stage1_and_the_bank_cache():
+    none = train(parse_spec(BASE), progress=False)
+    spec = spec_with(negatives=NEGATIVES)
+    result = train(spec, progress=False)
+    assert [h["phase"] for h in result.history] == ["spn_negatives"]
+    assert result.history[0]["tau"] == pytest.approx(0.02)
+    # stage 1 was the composition "none" run itself: trained once, not again
+    assert (run_dir_for(spec.stage1_spec()) / "result.json").is_file()
+    assert run_dir_for(spec.stage1_spec()) == none.run_dir
+    run = mlflow.MlflowClient().get_run(result.mlflow_run_id)
+    assert run.data.tags["cirbench.composition"] == "N"
+    assert run.data.tags["cirbench.stage1_checkpoint"] == str(none.best_checkpoint)
+    # the bank and the eval galleries were encoded once; later reads hit the cache
+    assert result.cache["cache_hits"] >= 1
+    again = train(spec, resume=True, progress=False)  # finished: returned as it is
+    assert again.metrics == result.metrics
