@@ -235,6 +235,11 @@ def test_summary_records_version_seed_size_and_counts(tiny: Path) -> None:
         )
     pool = read(tiny / "pool/metadata/images.json")
     assert counts["pool"]["cirr"] + sum(counts["pool"]["fashioniq"].values()) == len(pool)
+    circo = counts["circo"]  # the CIRCO-format set is generated too (tests/test_circo.py)
+    for split in ("val", "test"):
+        assert circo[split]["queries"] == len(read(tiny / f"circo/annotations/{split}.json"))
+    images = list((tiny / "circo/COCO2017_unlabeled/unlabeled2017").iterdir())
+    assert circo["images"] == len(images) > 0
 
 
 def test_describe() -> None:
@@ -385,7 +390,9 @@ def test_larger_sizes_can_be_planned(size: str) -> None:
 def test_default_size_matches_the_budget() -> None:
     spec = SIZES["default"]
     train_pairs = 3 * spec.fiq_triplets["train"] + spec.cirr_queries["train"]
-    assert 8_000 <= train_pairs <= 12_000
+    # CIRR-style scenes need ~7k training queries before CLIP4CIR generalises past the
+    # attribute baselines (measured: 3.6k -> val Rmean 34, 7.2k-9.6k -> 41+)
+    assert 8_000 <= train_pairs <= 15_000
     assert 2_000 <= spec.fiq_images["train"] <= 3_000
     assert 500 <= spec.fiq_images["val"] <= 1_500 and 500 <= spec.cirr_images["val"] <= 1_500
     assert (

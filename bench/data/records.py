@@ -22,7 +22,9 @@ class Query:
     ``target`` is the hard target (``None`` in splits without targets, e.g. test);
     ``captions`` holds the raw modification texts (two for FashionIQ, one for CIRR);
     ``group`` is the CIRR ``img_set`` members (reference included), empty elsewhere;
-    ``soft_targets`` is CIRR's ``target_soft`` mapping, ``None`` elsewhere.
+    ``soft_targets`` is CIRR's ``target_soft`` mapping, ``None`` elsewhere;
+    ``targets`` is every ground-truth target (CIRCO ``gt_img_ids``, ``target`` first),
+    empty elsewhere.
     """
 
     query_id: str
@@ -32,6 +34,7 @@ class Query:
     captions: tuple[str, ...]
     group: tuple[str, ...] = ()
     soft_targets: Mapping[str, float] | None = None
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@
     out/pool/images/<name>.png                  unlabeled pool (in no triplet): pool-fiq-<cat>-*,
                                                 pool-cirr-*; for positive scaling
     out/pool/metadata/images.json               name -> dataset, category, attributes, description
+    out/circo/                                  CIRCO layout: annotations/{val,test}.json,
+                                                COCO2017_unlabeled/unlabeled2017/<id>.jpg,
+                                                metadata/; multiple ground truths per query
+                                                (:mod:`bench.data.synthetic_circo`)
 
 FashionIQ-style images are one object on a white background (64 px; some 64x88 / 88x64)
 with five attributes: shape (each category its own family of silhouettes), color,
@@ -53,7 +57,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 _GENERATOR_ID = "cirbench.bench.data.synthetic"
 
 # --------------------------------------------------------------------------- vocabularies
@@ -168,8 +172,8 @@ SIZES: dict[str, SizeSpec] = {
         fiq_images={"train": 2400, "val": 1000, "test": 600},
         fiq_triplets={"train": 2000, "val": 600, "test": 400},
         fiq_vocab={"shape": 6, "color": 10, "pattern": 5, "size": 3, "length": 3},
-        cirr_images={"train": 2400, "val": 1200, "test1": 600},
-        cirr_queries={"train": 3600, "val": 1200, "test1": 600},
+        cirr_images={"train": 4800, "val": 1200, "test1": 600},
+        cirr_queries={"train": 7200, "val": 1200, "test1": 600},
         cirr_family=24,
         pool_fiq=400,
         pool_cirr=1200,
@@ -1325,7 +1329,7 @@ def _metadata(images: Sequence[_Image], extra: Callable[[_Image], dict[str, Any]
     }
 
 
-_OUTPUTS = ("fashioniq", "cirr", "pool", "synthetic.json")
+_OUTPUTS = ("fashioniq", "cirr", "pool", "circo", "synthetic.json")
 _IN_PROGRESS = ".synthetic-in-progress"
 
 
@@ -1345,7 +1349,7 @@ def _prepare(out: Path) -> None:
             f"{out}: not empty and not a synthetic benchmark folder (holds {entries[:5]}); "
             "choose an empty or new folder"
         )
-    for name in _OUTPUTS[:3]:
+    for name in _OUTPUTS[:-1]:
         if (out / name).exists():
             shutil.rmtree(out / name)
     (out / "synthetic.json").unlink(missing_ok=True)
@@ -1466,6 +1470,14 @@ def generate(
         Path(folder).mkdir(parents=True, exist_ok=True)
     for job in tqdm(jobs, desc=f"synthetic {size}: images", disable=not progress, unit="img"):
         _render_one(job)
+    from bench.data.synthetic_circo import generate_circo  # late: it imports this module
+
+    circo = generate_circo(out, seed=seed, size=size, progress=progress)
+    summary["counts"]["circo"] = circo["counts"]
+    summary["layout"]["circo"] = (
+        "official CIRCO layout; COCO2017_unlabeled/unlabeled2017/<id:012d>.jpg, "
+        "metadata/queries.{split}.json keeps every split's ground truths"
+    )
     _dump(out / "synthetic.json", summary, sort_keys=True)
     (out / _IN_PROGRESS).unlink()
     return summary

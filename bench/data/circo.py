@@ -1,0 +1,347 @@
+"""CIRCO reader for the official layout (github.com/miccunifi/CIRCO).
+
+::
+
+    root/annotations/{val,test}.json   [{"id", "reference_img_id", "relative_caption",
+                                         "shared_concept", "target_img_id", "gt_img_ids",
+                                         "semantic_aspects"}]  (test: no target / gts / aspects)
+    root/COCO2017_unlabeled/annotations/image_info_unlabeled2017.json   {"images": [{"id",
+                                                                        "file_name", ...}]}
+    root/COCO2017_unlabeled/unlabeled2017/<id:012d>.jpg
+
+Both splits rank the same gallery: the whole COCO 2017 unlabeled set (123,403 images).
+Image names are the COCO ids as decimal strings without padding (``"355099"``), as the
+official ``CIRCODataset`` names them (``str(img_id)``) and as a submission lists them
+(ints). ``Query.target`` is ``target_img_id``, ``Query.targets`` all of ``gt_img_ids``
+(target first), ``Query.captions`` ``(relative_caption,)``, ``Query.query_id`` ``str(id)``.
+
+Gallery, in this order of preference:
+
+* the image index ``image_info_unlabeled2017.json`` when present (its order, its
+  ``file_name``; the official code ranks exactly these images), with ``images=True``
+  checked against one listing of ``unlabeled2017/``;
+* otherwise, with ``images=True``, every ``<12 digits>.jpg`` in ``unlabeled2017/``
+  (listed once, sorted by id);
+* otherwise (``images=False`` and no index) EMPTY: the gallery is unknown, nothing is
+  checked against it (``cirbench data stats`` then reports the images as ``-``).
+
+Known quirks and their severity: a ``target_img_id`` missing from ``gt_img_ids`` is an
+error (the mAP ground truth would not contain the target); a target that is not the first
+gt, a reference among its own gts, and an ``id`` that differs from the record's position
+(the official evaluation looks queries up by position) are warnings. The real files have
+none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from bench.data.records import CIRSplit, Query
+from bench.data.validation import (
+    EXAMPLES_SHOWN,
+    FindingLog,
+    check_field,
+    check_images_on_disk,
+    read_json,
+    read_json_logged,
+)
+from bench.errors import DataFormatError
+
+SPLITS = ("val", "test")
+NO_TARGET_SPLITS = ("test",)
+COCO_FOLDER = "COCO2017_unlabeled"
+IMAGE_FOLDER = "unlabeled2017"
+IMAGE_INFO = "image_info_unlabeled2017.json"
+#: The template SEARLE (by the CIRCO authors) encodes a CIRCO query with; "$" is the
+#: reference's pseudo-word. The shared concept is not part of it.
+QUERY_TEMPLATE = "a photo of {reference} that {caption}"
+_FILE_NAME = re.compile(r"(\d{12})\.jpg")
+
+
+def annotation_file(root: str | Path, split: str) -> Path:
+    return Path(root) / "annotations" / f"{split}.json"
+
+
+def coco_root(root: str | Path, image_root: str | Path | None = None) -> Path:
+    """The folder holding ``annotations/image_info_unlabeled2017.json`` and ``unlabeled2017/``."""
+    return Path(image_root) if image_root is not None else Path(root) / COCO_FOLDER
+
+
+def image_info_file(root: str | Path, image_root: str | Path | None = None) -> Path:
+    return coco_root(root, image_root) / "annotations" / IMAGE_INFO
+
+
+def image_name(img_id: int) -> str:
+    """The gallery name of a COCO image id: the id as a decimal string."""
+    return str(img_id)
+
+
+def image_file_name(img_id: int) -> str:
+    """The official file name of a COCO 2017 image: ``<id:012d>.jpg``."""
+    return f"{img_id:012d}.jpg"
+
+
+def circo_query_text(relative_caption: str, *, reference: str = "$") -> str:
+    """The query text of SEARLE's CIRCO evaluation: "a photo of $ that <relative caption>".
+
+    ``reference`` is the word standing for the reference image (SEARLE's pseudo-token
+    ``$``; a caption of the image for caption-based methods). The caption is used as is.
+    """
+    return QUERY_TEMPLATE.format(reference=reference, caption=relative_caption)
+
+
+def load_circo_shared_concepts(root: str | Path, split: str) -> dict[str, str]:
+    """Query id -> ``shared_concept`` of one split (records without one are left out)."""
+    records = read_json(annotation_file(root, split))
+    if not isinstance(records, list):
+        raise DataFormatError(annotation_file(root, split), "expected a JSON list of records")
+    return {
+        str(r["id"]): r["shared_concept"]
+        for r in records
+        if isinstance(r, dict)
+        and isinstance(r.get("id"), int)
+        and isinstance(r.get("shared_concept"), str)
+    }
+
+
+def load_circo_split(
+    root: str | Path,
+    split: str,
+    *,
+    images: bool = True,
+    strict: bool = True,
+    image_root: str | Path | None = None,
+) -> CIRSplit:
+    """Read one CIRCO split (``"val"`` or ``"test"``).
+
+    ``images=False`` reads annotations only (the gallery then comes from the image index
+    file, or is empty without it). ``strict=True`` raises
+    :class:`bench.errors.DataFormatError` on the first problem (file, record, field);
+    ``strict=False`` records findings in ``CIRSplit.findings`` and skips bad records.
+    ``image_root`` is the COCO folder holding ``annotations/`` and ``unlabeled2017/``
+    (default ``root/COCO2017_unlabeled``).
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise ValueError(f"unknown CIRCO split {split!r}; expected one of {SPLITS}")
+    log = FindingLog(strict)
+    coco = coco_root(root, image_root)
+    image_dir = coco / IMAGE_FOLDER
+    info_file = image_info_file(root, image_root)
+    listing = _list_images(log, image_dir) if images else None
+
+    indexed = info_file.is_file()
+    missing: set[str] = set()
+    if indexed:
+        image_paths = _read_image_info(log, info_file, image_dir)
+        if images:
+            missing = check_images_on_disk(
+                log, info_file, image_paths, listing.values() if listing is not None else ()
+            )
+    else:
+        image_paths = dict(listing) if listing is not None else {}
+    known = set(image_paths) if (indexed or images) else None
+
+    ann_file = annotation_file(root, split)
+    queries = _read_queries(log, ann_file, split, known, indexed, missing, image_dir)
+    gallery = [name for name in image_paths if name not in missing]
+    image_paths = {name: image_paths[name] for name in gallery}
+    return CIRSplit("circo", split, None, queries, gallery, image_paths, log.findings)
+
+
+def _list_images(log: FindingLog, image_dir: Path) -> dict[str, Path] | None:
+    """Name -> file of every ``<12 digits>.jpg`` in ``image_dir`` (one listing, by id)."""
+    if not image_dir.is_dir():
+        log.error(image_dir, "image folder not found")
+        return None
+    found: dict[int, Path] = {}
+    with os.scandir(image_dir) as entries:
+        for entry in entries:
+            match = _FILE_NAME.fullmatch(entry.name)
+            if match:
+                found[int(match.group(1))] = Path(entry.path)
+    return {image_name(i): found[i] for i in sorted(found)}
+
+
+def _read_image_info(log: FindingLog, path: Path, image_dir: Path) -> dict[str, Path]:
+    data = read_json_logged(log, path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        log.error(path, 'expected a JSON object with an "images" list', field="images")
+        return {}
+    paths: dict[str, Path] = {}
+    for index, entry in enumerate(data["images"]):
+        if not isinstance(entry, dict):
+            log.error(path, f"expected an object, got {type(entry).__name__}", record=index)
+            continue
+        ok = check_field(log, path, index, entry, "id", int, field_prefix="images.")
+        ok &= check_field(log, path, index, entry, "file_name", str, field_prefix="images.")
+        if not ok:
+            continue
+        name = image_name(entry["id"])
+        if name in paths:
+            log.error(path, f"duplicate image id {entry['id']}", record=index, field="images.id")
+            continue
+        paths[name] = image_dir / entry["file_name"]
+    return paths
+
+
+def _image_id(log: FindingLog, path: Path, index: int, value: Any, field: str) -> int | None:
+    """A non-negative int image id, or None after logging an error."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        log.error(
+            path,
+            f"expected a non-negative integer image id, got {value!r:.60}",
+            record=index,
+            field=field,
+        )
+        return None
+    return value
+
+
+def _read_queries(
+    log: FindingLog,
+    path: Path,
+    split: str,
+    known: set[str] | None,
+    indexed: bool,
+    missing_images: set[str],
+    image_dir: Path,
+) -> list[Query]:
+    records = read_json_logged(log, path)
+    if records is None:
+        return []
+    if not isinstance(records, list):
+        log.error(path, f"expected a JSON list of records, got {type(records).__name__}")
+        return []
+
+    needs_targets = split not in NO_TARGET_SPLITS
+    queries: list[Query] = []
+    seen_ids: set[int] = set()
+    target_not_first = reference_in_gts = id_not_position = empty_captions = 0
+    not_on_disk: dict[int, list[str]] = {}  # record -> names absent from the image folder
+    skipped_for_images = 0
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            log.error(path, f"expected an object, got {type(record).__name__}", record=index)
+            continue
+        ok = check_field(log, path, index, record, "id", int)
+        ok &= check_field(log, path, index, record, "reference_img_id", int)
+        ok &= check_field(log, path, index, record, "relative_caption", str)
+        ok &= check_field(log, path, index, record, "shared_concept", str)
+        ok &= check_field(log, path, index, record, "target_img_id", int, required=needs_targets)
+        ok &= check_field(log, path, index, record, "gt_img_ids", list, required=needs_targets)
+        ok &= check_field(log, path, index, record, "semantic_aspects", list, required=False)
+        if not ok:
+            continue
+        qid = record["id"]
+        if qid in seen_ids:
+            log.error(path, f"duplicate query id {qid}", record=index, field="id")
+            continue
+        reference = _image_id(log, path, index, record["reference_img_id"], "reference_img_id")
+        if reference is None:
+            continue
+        target: int | None = None
+        gts: list[int] = []
+        if "target_img_id" in record or "gt_img_ids" in record:
+            if not ("target_img_id" in record and "gt_img_ids" in record):
+                absent = "gt_img_ids" if "target_img_id" in record else "target_img_id"
+                log.error(path, "missing field (needed with its pair)", record=index, field=absent)
+                continue
+            target = _image_id(log, path, index, record["target_img_id"], "target_img_id")
+            if target is None:
+                continue
+            raw = record["gt_img_ids"]
+            ids = [_image_id(log, path, index, g, "gt_img_ids") for g in raw]
+            if any(g is None for g in ids):
+                continue
+            gts = [g for g in ids if g is not None]
+            if not gts:
+                log.error(path, "empty list of ground truths", record=index, field="gt_img_ids")
+                continue
+            if len(set(gts)) != len(gts):
+                dups = sorted({g for g in gts if gts.count(g) > 1})
+                log.error(
+                    path,
+                    f"repeated ground truth ids {dups[:EXAMPLES_SHOWN]}",
+                    record=index,
+                    field="gt_img_ids",
+                )
+                continue
+            if target not in gts:
+                log.error(
+                    path,
+                    f"target_img_id {target} is not among the gt_img_ids",
+                    record=index,
+                    field="gt_img_ids",
+                )
+                continue
+            target_not_first += gts[0] != target
+            reference_in_gts += reference in gts
+        aspects = record.get("semantic_aspects", [])
+        if not all(isinstance(a, str) for a in aspects):
+            log.error(path, "expected a list of strings", record=index, field="semantic_aspects")
+            continue
+        names = [("reference_img_id", image_name(reference))]
+        if target is not None:
+            names.append(("target_img_id", image_name(target)))
+            names += [("gt_img_ids", image_name(g)) for g in gts]
+        if known is not None:
+            absent_names = [(f, n) for f, n in names if n not in known]
+            if absent_names and indexed:
+                field, name = absent_names[0]
+                log.error(path, f"image {name} is not in {IMAGE_INFO}", record=index, field=field)
+                continue
+            if absent_names:
+                not_on_disk[index] = sorted({n for _, n in absent_names}, key=int)
+                continue
+        if {n for _, n in names} & missing_images:
+            skipped_for_images += 1
+            continue
+        seen_ids.add(qid)
+        id_not_position += qid != index
+        empty_captions += not record["relative_caption"].strip()
+        queries.append(
+            Query(
+                query_id=str(qid),
+                index=index,
+                reference=image_name(reference),
+                target=image_name(target) if target is not None else None,
+                captions=(record["relative_caption"],),
+                targets=tuple(image_name(g) for g in gts),
+            )
+        )
+    if not_on_disk:
+        absent = sorted({n for names in not_on_disk.values() for n in names}, key=int)
+        shown = ", ".join(image_file_name(int(n)) for n in absent[:EXAMPLES_SHOWN])
+        more = f" and {len(absent) - EXAMPLES_SHOWN} more" if len(absent) > EXAMPLES_SHOWN else ""
+        log.error(
+            path,
+            f"{len(absent)} images used by {len(not_on_disk)} queries are missing from "
+            f"{image_dir} (e.g. {shown}{more}); those queries are skipped",
+            count=len(absent),
+        )
+    for count, message, field in (
+        (target_not_first, "queries whose target_img_id is not the first gt (kept)", "gt_img_ids"),
+        (reference_in_gts, "queries whose reference is among its gts (kept)", "gt_img_ids"),
+        (
+            id_not_position,
+            "queries whose id differs from their position (the official evaluation looks "
+            "queries up by position; kept)",
+            "id",
+        ),
+        (empty_captions, "empty relative captions (kept)", "relative_caption"),
+    ):
+        if count:
+            log.warning(path, f"{count} {message}", field=field, count=count)
+    if skipped_for_images:
+        log.warning(
+            path,
+            f"{skipped_for_images} queries skipped: an image they use is missing on disk",
+            count=skipped_for_images,
+        )
+    return queries
