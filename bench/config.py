@@ -172,11 +172,7 @@ class ExperimentSpec(_Strict):
         """The spec whose run is the stage-1 checkpoint SPN continues from: the same spec
         without modifiers (zero-shot: without negatives, stage 1 trains on generated data).
         All compositions of one base share it, so stage 1 is trained once."""
-        spn = (
-            self.spn.model_copy(update={"negatives": None})
-            if self.spn.zero_shot
-            else SPNSpec()
-        )
+        spn = self.spn.model_copy(update={"negatives": None}) if self.spn.zero_shot else SPNSpec()
         return self.model_copy(update={"spn": spn})
 
     def flat(self) -> dict[str, Any]:
