@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import CirbenchError
+from bench.positives.cli import register_cli as register_positives_cli
 
 if TYPE_CHECKING:
     from bench.config import ExperimentSpec
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--quiet", action="store_true")
     pretrain.set_defaults(handler=_cmd_backbone_pretrain)
+
+    register_positives_cli(commands)
     return parser
 
 

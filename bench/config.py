@@ -39,7 +39,7 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    format: Literal["fashioniq", "cirr"]
+    format: Literal["fashioniq", "cirr", "circo"]
     root: str = SYNTHETIC
     synthetic_size: Literal["tiny", "small", "default"] = "default"
     synthetic_seed: int = 0

@@ -347,7 +347,8 @@ class TrainResult:
 
 
 def select_value(metrics: dict[str, float], spec: ExperimentSpec) -> float:
-    key = spec.eval.select_metric or "Rmean"
+    default = "mAP@10" if spec.dataset.format == "circo" else "Rmean"
+    key = spec.eval.select_metric or default
     if key not in metrics:
         raise CirbenchError(f"eval.select_metric {key!r} is not a metric (have {sorted(metrics)})")
     return metrics[key]
@@ -681,7 +682,7 @@ def _train_epoch(
     triplets = session.epoch_triplets(seed)
     order = torch.randperm(len(triplets), generator=torch.Generator().manual_seed(seed)).numpy()
     text_rng = random.Random(seed)
-    texts = [training_text(session.data.format, t.captions, text_rng) for t in triplets]
+    texts = [training_text(t, session.data.format, text_rng) for t in triplets]
     ref_rows = session.rows([t.reference for t in triplets])
     tgt_rows = session.rows([t.target for t in triplets])
     negatives_rng = torch.Generator().manual_seed(seed + 1)

@@ -18,6 +18,7 @@ from bench.data.records import CIRSplit
 from bench.data.transforms import TargetPadTransform
 from bench.features import ArrayCache, digest
 from bench.metrics import (
+    circo_metrics_from_features,
     cirr_metrics_from_features,
     fashioniq_average,
     fashioniq_metrics_from_features,
@@ -171,6 +172,10 @@ def evaluate_split(
             targets,
             reference_names=refs,
             drop_reference=proto.drop_reference,
+        )
+    if split.dataset == "circo":
+        return circo_metrics_from_features(
+            queries, gallery, split.gallery, refs, [list(q.targets) for q in split.queries]
         )
     targets_spec: list[str | list[str]] = [
         [n for n, w in (q.soft_targets or {}).items() if w == 1.0] or [q.target]

@@ -87,3 +87,59 @@ def test_negative_scaling_reuses_stage1_and_the_bank_cache():
     assert result.cache["cache_hits"] >= 1
     again = train(spec, resume=True, progress=False)  # finished: returned as it is
     assert again.metrics == result.metrics
+
+
+POSITIVES = {
+    "name": "oracle-test",
+    "captioner": "oracle",
+    "backbone": {"pretrained": "random"},
+    "rank_lo": 1,
+    "rank_hi": 30,
+    "k": 1,
+    "templates": ["instead", "unlike", "target"],
+}
+
+
+@pytest.mark.parametrize(
+    ("spn", "composition", "phases"),
+    [
+        ({}, "none", ["finetune", "combiner"]),
+        ({"positives": POSITIVES, "positives_train": {"epochs": 1}}, "P", ["spn_positives"]),
+        ({"negatives": NEGATIVES}, "N", ["spn_negatives"]),
+        ({"positives": POSITIVES, "negatives": NEGATIVES}, "P+N", ["spn_negatives"]),
+    ],
+)
+def test_all_four_compositions_run(spn, composition, phases):
+    spec = spec_with(**spn)
+    assert spec.spn.composition == composition
+    result = train(spec, resume=True, progress=False)
+    assert [h["phase"] for h in result.history] == phases
+    assert 0 <= result.metrics["Rmean"] <= 100
+    session = build_session(spec, progress=False, pretrained=False)
+    human = len(session.data.train)
+    epoch = session.epoch_triplets(0)
+    if composition in ("P", "P+N"):  # human + as many generated (mix_ratio 1.0)
+        assert len(epoch) == human + min(human, len(session.generated)) > human
+        assert {t.source for t in epoch} >= {"generated/oracle-test", "dress/train"}
+    else:
+        assert len(epoch) == human and session.generated == []
+
+
+def test_zero_shot_trains_on_generated_triplets_only():
+    spec = spec_with(positives={**POSITIVES, "pool": "pool", "name": "zs"}, zero_shot=True)
+    assert spec.spn.composition == "ZS"
+    session = build_session(spec, progress=False, pretrained=False)
+    epoch = session.epoch_triplets(0)
+    assert epoch and all(t.source == "generated/zs" for t in epoch)
+    # the out-of-domain pool images are the training images: no human train image is used
+    human_images = {t.reference for t in session.data.train} | {
+        t.target for t in session.data.train
+    }
+    assert human_images.isdisjoint(session.pool_names)
+    result = train(spec, progress=False)
+    assert [h["phase"] for h in result.history] == ["finetune", "combiner"]
+    with_bank = spec_with(
+        positives={**POSITIVES, "pool": "pool", "name": "zs"}, zero_shot=True, negatives=NEGATIVES
+    )
+    assert with_bank.spn.composition == "ZS+N"
+    assert train(with_bank, progress=False).history[0]["phase"] == "spn_negatives"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import SYNTHETIC, DatasetSpec, ExperimentSpec
-from bench.data import cirr, fashioniq
+from bench.data import circo, cirr, fashioniq
 from bench.data.records import CIRSplit
 from bench.features import ArrayCache
 from bench.paths import synthetic_root
@@ -27,7 +27,8 @@ class TrainTriplet:
     reference: str
     target: str
     captions: tuple[str, ...]
-    source: str  # split name it came from (e.g. "dress/train")
+    source: str  # split name it came from (e.g. "dress/train", "generated/<name>")
+    generated: bool = False  # captions are alternative template renderings (SPN positives)
 
 
 @dataclass
@@ -41,9 +42,13 @@ class ExperimentData:
     eval_splits: list[CIRSplit]
 
 
-def training_text(format: str, captions: tuple[str, ...], rng: random.Random) -> str:
-    """The training query text. FashionIQ: one of CLIP4Cir's four variants at random
+def training_text(triplet: TrainTriplet, format: str, rng: random.Random) -> str:
+    """The training query text. Generated triplets: one of their template renderings at
+    random (as SPN's trainer does); FashionIQ: one of CLIP4Cir's four variants at random
     ("c1 and c2", "c2 and c1", "c1", "c2"); CIRR: the caption."""
+    captions = triplet.captions
+    if triplet.generated:
+        return captions[rng.randrange(len(captions))]
     if format == "fashioniq":
         first, second = captions
         variant = rng.randrange(4)
@@ -53,7 +58,7 @@ def training_text(format: str, captions: tuple[str, ...], rng: random.Random) ->
 
 
 def eval_text(format: str, captions: tuple[str, ...]) -> str:
-    """The evaluation query text: FashionIQ "C1 and c2"; CIRR the caption."""
+    """The evaluation query text: FashionIQ "C1 and c2"; CIRR and CIRCO the caption."""
     return fashioniq.fashioniq_query_text(captions) if format == "fashioniq" else captions[0]
 
 
@@ -88,6 +93,8 @@ def load_split(spec: DatasetSpec, root: Path, split: str, category: str | None) 
     if spec.format == "fashioniq":
         assert category is not None
         return fashioniq.load_fashioniq_split(root, category, split)
+    if spec.format == "circo":
+        return circo.load_circo_split(root, split)
     return cirr.load_cirr_split(root, split)
 
 
@@ -97,20 +104,34 @@ def load_generated_triplets(
     """Build (or reuse, it is cached) the spec's generated triplets (positive scaling) and
     read them back in the dataset's own caption format, with their images' paths."""
     from bench.positives.pipeline import PositivesSpec, build_positives
-    from bench.positives.writer import read_generated
 
     positives = PositivesSpec.model_validate(spec.spn.positives)
-    build_positives(dataset_root, spec.dataset.format, positives, cache=cache, progress=progress)
-    generated, paths = read_generated(dataset_root, spec.dataset.format, positives.name)
+    built = build_positives(
+        dataset_root, spec.dataset.format, positives, cache=cache, progress=progress
+    )
     source = f"generated/{positives.name}"
-    triplets = [TrainTriplet(g.reference, g.target, g.captions, source) for g in generated]
-    return triplets, paths
+    triplets = [
+        TrainTriplet(
+            g.reference,
+            g.target,
+            (g.text, g.alternative) if g.alternative else (g.text,),
+            source,
+            generated=True,
+        )
+        for g in built.triplets
+    ]
+    return triplets, built.image_paths
 
 
 def load_experiment_data(spec: DatasetSpec, *, progress: bool = True) -> ExperimentData:
     root = dataset_root(spec, progress=progress)
     categories: list[str | None] = list(spec.categories) if spec.format == "fashioniq" else [None]
-    train_splits = [load_split(spec, root, spec.train_split, c) for c in categories]
+    # CIRCO is an evaluation benchmark only: its methods train on generated triplets
+    train_splits = (
+        []
+        if spec.format == "circo"
+        else [load_split(spec, root, spec.train_split, c) for c in categories]
+    )
     eval_splits = [load_split(spec, root, spec.eval_split, c) for c in categories]
     triplets = [
         TrainTriplet(q.reference, q.target, q.captions, split.name)
