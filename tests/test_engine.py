@@ -79,7 +79,8 @@ def test_spec_errors_name_the_key(tmp_path):
     assert str(path) in message
     assert "dataset.colour: unknown key" in message
     assert "train.lr: Input should be greater than 0" in message
-    with pytest.raises(SpecError, match=r"dataset\.format: Input should be 'fashioniq', 'cirr' or 'circo'"):
+    expected = r"dataset\.format: Input should be 'fashioniq', 'cirr' or 'circo'"
+    with pytest.raises(SpecError, match=expected):
         parse_spec(TINY, overrides=["dataset.format=coco"])
     with pytest.raises(SpecError, match=r"not of the form key\.sub=value"):
         parse_spec(TINY, overrides=["train.lr"])
