@@ -44,6 +44,12 @@ NEGATIVES: dict = {}  # CLIP4CIR paper defaults: batch 256, 3 epochs, lr 2e-5, t
 COMPOSITIONS = {
     "none": {},
     "P": {"positives": positives("oracle-w5-50", "train")},
+    # control for P: the same continuation (epochs, lr) on human triplets only, so that
+    # the gain of P is not mistaken for the gain of training longer
+    "P control (no generated)": {
+        "positives": positives("oracle-w5-50", "train"),
+        "positives_train": {"mix_ratio": 1e-9},
+    },
     "N": {"negatives": NEGATIVES},
     "P+N": {"positives": positives("oracle-w5-50", "train"), "negatives": NEGATIVES},
     "ZS (in-domain) +N": {
