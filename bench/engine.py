@@ -58,7 +58,7 @@ from bench.evaluation import (
     evaluate_splits,
     to_model_input,
 )
-from bench.features import ArrayCache, digest, load_pixels
+from bench.features import ArrayCache, digest, image_list_digest, load_pixels
 from bench.paths import cache_dir, home
 from methods import create_method
 from methods.base import IMAGE_SIDE, CIRMethod, Phase
@@ -175,7 +175,7 @@ def build_session(
     pool_pixels = load_pixels(
         cache, pool_names, paths, backbone.transform, progress=progress, desc="train images"
     )
-    pool_key = digest(pool_names, backbone.transform.describe(), len(pool_names))
+    pool_key = digest(image_list_digest(pool_names, paths), backbone.transform.describe())
     eval_images = []
     for split in data.eval_splits:
         pixels = load_pixels(
@@ -187,9 +187,7 @@ def build_session(
             desc=f"{split.name} images",
         )
         key = digest(
-            split.gallery,
-            backbone.transform.describe(),
-            str(split.image_paths.get(split.gallery[0])),
+            image_list_digest(split.gallery, split.image_paths), backbone.transform.describe()
         )
         eval_images.append(SplitImages(split, pixels, key))
     return Session(
