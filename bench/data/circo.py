@@ -45,6 +45,7 @@ from bench.data.validation import (
     FindingLog,
     check_field,
     check_images_on_disk,
+    iter_records,
     read_json,
     read_json_logged,
 )
@@ -212,23 +213,13 @@ def _read_queries(
     missing_images: set[str],
     image_dir: Path,
 ) -> list[Query]:
-    records = read_json_logged(log, path)
-    if records is None:
-        return []
-    if not isinstance(records, list):
-        log.error(path, f"expected a JSON list of records, got {type(records).__name__}")
-        return []
-
     needs_targets = split not in NO_TARGET_SPLITS
     queries: list[Query] = []
     seen_ids: set[int] = set()
     target_not_first = reference_in_gts = id_not_position = empty_captions = 0
     not_on_disk: dict[int, list[str]] = {}  # record -> names absent from the image folder
     skipped_for_images = 0
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            log.error(path, f"expected an object, got {type(record).__name__}", record=index)
-            continue
+    for index, record in iter_records(log, path):
         ok = check_field(log, path, index, record, "id", int)
         ok &= check_field(log, path, index, record, "reference_img_id", int)
         ok &= check_field(log, path, index, record, "relative_caption", str)

@@ -25,6 +25,7 @@ from bench.data.validation import (
     FindingLog,
     check_field,
     check_images_on_disk,
+    iter_records,
     read_json_logged,
 )
 
@@ -112,22 +113,12 @@ def _read_queries(
     gallery: set[str],
     missing_images: set[str],
 ) -> list[Query]:
-    records = read_json_logged(log, path)
-    if records is None:
-        return []
-    if not isinstance(records, list):
-        log.error(path, f"expected a JSON list of records, got {type(records).__name__}")
-        return []
-
     split_name = f"split.rc2.{split}.json"
     queries: list[Query] = []
     seen_pairids: set[int] = set()
     soft_disagrees = 0
     skipped_for_images = 0
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            log.error(path, f"expected an object, got {type(record).__name__}", record=index)
-            continue
+    for index, record in iter_records(log, path):
         ok = check_field(log, path, index, record, "pairid", int)
         ok &= check_field(log, path, index, record, "reference", str)
         ok &= check_field(log, path, index, record, "caption", str)

@@ -16,7 +16,13 @@ import os
 from pathlib import Path
 
 from bench.data.records import CIRSplit, Query
-from bench.data.validation import FindingLog, check_field, check_images_on_disk, read_json_logged
+from bench.data.validation import (
+    FindingLog,
+    check_field,
+    check_images_on_disk,
+    iter_records,
+    read_json_logged,
+)
 
 CATEGORIES = ("dress", "shirt", "toptee")
 SPLITS = ("train", "val", "test")
@@ -126,21 +132,11 @@ def _read_queries(
     gallery: set[str],
     missing_images: set[str],
 ) -> list[Query]:
-    records = read_json_logged(log, path)
-    if records is None:
-        return []
-    if not isinstance(records, list):
-        log.error(path, f"expected a JSON list of records, got {type(records).__name__}")
-        return []
-
     needs_target = split != "test"
     queries: list[Query] = []
     empty_captions = 0
     skipped_for_images = 0
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            log.error(path, f"expected an object, got {type(record).__name__}", record=index)
-            continue
+    for index, record in iter_records(log, path):
         ok = check_field(log, path, index, record, "candidate", str)
         ok &= check_field(log, path, index, record, "target", str, required=needs_target)
         ok &= check_field(log, path, index, record, "captions", list)

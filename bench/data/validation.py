@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,23 @@ def read_json_logged(log: FindingLog, path: Path) -> Any | None:
             raise
         log.error(exc.file, exc.detail)
         return None
+
+
+def iter_records(log: FindingLog, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, record) for every JSON object of a caption / annotation file that is a list
+    of records; a missing or malformed file, a non-list or a non-object record is logged
+    (strict: raised) and yields nothing for it."""
+    records = read_json_logged(log, path)
+    if records is None:
+        return
+    if not isinstance(records, list):
+        log.error(path, f"expected a JSON list of records, got {type(records).__name__}")
+        return
+    for index, record in enumerate(records):
+        if isinstance(record, dict):
+            yield index, record
+        else:
+            log.error(path, f"expected an object, got {type(record).__name__}", record=index)
 
 
 def type_name(value: object) -> str:
