@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CIRBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def cirbench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Body of a module-scoped fixture: data, caches, runs and the MLflow store of a test
+    module live in a fresh temp folder (``CIRBENCH_HOME``, ``MLFLOW_TRACKING_URI``, cwd)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIRBENCH_HOME", str(home))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+        mp.chdir(home)
+        yield home
 
 
 @pytest.fixture(scope="session")

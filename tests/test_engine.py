@@ -14,6 +14,7 @@ from bench.evaluation import encode_cached
 from bench.features import ArrayCache, load_pixels
 from bench.tracking import find_runs
 from methods import create_method, list_methods
+from tests.conftest import cirbench_home
 
 TINY = {
     "name": "tiny",
@@ -35,13 +36,7 @@ def tiny_spec(**overrides):
 
 @pytest.fixture(scope="module", autouse=True)
 def isolated_home(tmp_path_factory):
-    """Data, caches, runs and the MLflow store of this module live in a temp folder."""
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIRBENCH_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
-        mp.chdir(home)
-        yield home
+    yield from cirbench_home(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

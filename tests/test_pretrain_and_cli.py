@@ -12,16 +12,12 @@ from bench.config import parse_spec
 from bench.engine import train, write_submission
 from bench.pretrain import PretrainConfig, ensure_synthetic_backbone
 from bench.submission import validate_cirr_submission
+from tests.conftest import cirbench_home
 
 
 @pytest.fixture(scope="module", autouse=True)
 def isolated_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIRBENCH_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
-        mp.chdir(home)
-        yield home
+    yield from cirbench_home(tmp_path_factory)
 
 
 def test_pretraining_is_cached_by_data_and_config(isolated_home):

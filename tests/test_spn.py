@@ -8,6 +8,7 @@ import torch
 
 from bench.config import parse_spec
 from bench.engine import BankObjective, build_session, plan_phases, run_dir_for, train
+from tests.conftest import cirbench_home
 
 BASE = {
     "name": "spn-tiny",
@@ -30,12 +31,7 @@ def spec_with(**spn):
 
 @pytest.fixture(scope="module", autouse=True)
 def isolated_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIRBENCH_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
-        mp.chdir(home)
-        yield home
+    yield from cirbench_home(tmp_path_factory)
 
 
 def test_bank_objective_full_bank_and_neg_num():
