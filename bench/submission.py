@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,11 +312,14 @@ def _load(path: str | Path) -> tuple[Any, list[Finding]]:
         return None, [Finding(str(path), f"is not valid JSON: {exc}")]
 
 
-def _findings(path: str | Path, **kwargs: Any) -> tuple[Any, list[Finding]]:
+def _findings(
+    path: str | Path, check: Callable[..., list[Finding]], **kwargs: Any
+) -> tuple[Any, list[Finding]]:
+    """Load a submission file and run ``check`` on its payload (file problems come first)."""
     payload, found = _load(path)
     if found:
         return payload, found
-    return payload, _check_payload(path, payload, **kwargs)
+    return payload, check(path, payload, **kwargs)
 
 
 def validate_cirr_submission(
@@ -334,6 +337,7 @@ def validate_cirr_submission(
     """
     _, found = _findings(
         path,
+        _check_payload,
         expected_pair_ids=expected_pair_ids,
         gallery_names=gallery_names,
         groups=groups,
@@ -362,6 +366,7 @@ def check_cirr_submission(
     """
     payload, found = _findings(
         path,
+        _check_payload,
         expected_pair_ids=expected_pair_ids,
         gallery_names=gallery_names,
         groups=groups,
@@ -558,13 +563,6 @@ def write_circo_submission(
     return path
 
 
-def _circo_findings(path: str | Path, **kwargs: Any) -> tuple[Any, list[Finding]]:
-    payload, found = _load(path)
-    if found:
-        return payload, found
-    return payload, _check_circo_payload(path, payload, **kwargs)
-
-
 def validate_circo_submission(
     path: str | Path,
     *,
@@ -576,8 +574,11 @@ def validate_circo_submission(
     Without ``expected_query_ids`` the keys must be 0..n-1, as the official evaluation
     asserts; ``gallery_names`` (decimal id strings) checks every id is in the gallery.
     """
-    _, found = _circo_findings(
-        path, expected_query_ids=expected_query_ids, gallery_names=gallery_names
+    _, found = _findings(
+        path,
+        _check_circo_payload,
+        expected_query_ids=expected_query_ids,
+        gallery_names=gallery_names,
     )
     return [str(f) for f in found]
 
@@ -593,8 +594,11 @@ def check_circo_submission(
     The names are the reader's gallery names, ready for
     :func:`bench.metrics.circo_metrics_from_rankings`.
     """
-    payload, found = _circo_findings(
-        path, expected_query_ids=expected_query_ids, gallery_names=gallery_names
+    payload, found = _findings(
+        path,
+        _check_circo_payload,
+        expected_query_ids=expected_query_ids,
+        gallery_names=gallery_names,
     )
     if found:
         _raise_first(found)
