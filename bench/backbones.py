@@ -8,6 +8,11 @@ Weights sources (``pretrained``):
   backbone checkpoint written by ``cirbench backbone pretrain``);
 * ``None`` / ``"random"``: random initialisation (seeded), for tests and smoke runs.
 
+Other model families plug in by an ``arch`` prefix: ``"<family>:<name>"`` (for example
+``hf-blip:tiny`` or ``hf-blip2:Salesforce/blip2-itm-vit-g``) is built by the loader that
+module ``BACKBONE_FAMILIES[family]`` registers with :func:`register_backbone_family`;
+a plain architecture name is an open_clip model.
+
 cirbench ships its own small architecture configs in ``bench/model_configs`` (e.g.
 ``cirbench-tiny``, the synthetic world's CLIP); they are registered with open_clip on
 first use, so they load through exactly the same code path as ViT-B-16 or RN50x4.
@@ -16,6 +21,8 @@ first use, so they load through exactly the same code path as ViT-B-16 or RN50x4
 from __future__ import annotations
 
 import hashlib
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +52,8 @@ def register_model_configs() -> None:
 
 @dataclass
 class Backbone:
-    """An open_clip model with its tokenizer and the CIR preprocessing that goes with it."""
+    """A vision-language model (open_clip by default) with its tokenizer and the CIR
+    preprocessing that goes with it."""
 
     arch: str
     weights: str
@@ -57,6 +65,26 @@ class Backbone:
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)
+
+
+#: A family loader: (name after the prefix, pretrained source, seed, target pad ratio).
+BackboneLoader = Callable[[str, "str | Path | None", int, "float | None"], Backbone]
+#: family prefix -> module that registers its loader on import.
+BACKBONE_FAMILIES: dict[str, str] = {}
+_FAMILY_LOADERS: dict[str, BackboneLoader] = {}
+
+
+def register_backbone_family(family: str, loader: BackboneLoader) -> None:
+    """Register the loader of ``"<family>:<name>"`` architectures."""
+    _FAMILY_LOADERS[family] = loader
+
+
+def split_family(arch: str) -> tuple[str | None, str]:
+    """``"hf-blip:tiny"`` -> ``("hf-blip", "tiny")``; an open_clip name -> ``(None, arch)``."""
+    family, sep, name = arch.partition(":")
+    if sep and family in BACKBONE_FAMILIES:
+        return family, name
+    return None, arch
 
 
 def list_architectures() -> list[str]:
@@ -85,7 +113,12 @@ def load_backbone(
     seed: int = 0,
     target_pad_ratio: float | None = TARGET_PAD_RATIO,
 ) -> Backbone:
-    """Build an open_clip model and its preprocessing; see the module docstring for sources."""
+    """Build a backbone and its preprocessing; see the module docstring for sources."""
+    family, name = split_family(arch)
+    if family is not None:
+        if family not in _FAMILY_LOADERS:
+            importlib.import_module(BACKBONE_FAMILIES[family])
+        return _FAMILY_LOADERS[family](name, pretrained, seed, target_pad_ratio)
     register_model_configs()
     import open_clip
 

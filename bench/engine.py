@@ -61,7 +61,7 @@ from bench.evaluation import (
 from bench.features import ArrayCache, digest, image_list_digest, load_pixels
 from bench.paths import cache_dir, home
 from methods import create_method
-from methods.base import IMAGE_SIDE, CIRMethod, Phase
+from methods.base import IMAGE_SIDE, CIRMethod, Phase, TrainBatch
 
 #: Called after every optimiser step with (phase name, epoch, step in epoch); tests use it
 #: to interrupt a run at a chosen point.
@@ -715,20 +715,29 @@ def _train_epoch(
         idx = order[offset : offset + cfg.batch_size]
         tokens = method.tokenize([texts[i] for i in idx]).to(device)
         with autocast(device):
-            if encoded is not None:
-                ref = encoded.reference[ref_rows[idx]].to(device)
-                tgt = encoded.target[tgt_rows[idx]].to(device)
-            else:
-                rows = np.concatenate([ref_rows[idx], tgt_rows[idx]])
-                images = to_model_input(session.pool_pixels[rows], method.transform, device)
-                reps, vecs = method.encode_images(images)
-                ref, tgt = reps[: len(idx)], vecs[len(idx) :]
-            query = method.encode_query(ref, tokens)
             if objective is not None and bank is not None:
+                assert encoded is not None
+                ref = encoded.reference[ref_rows[idx]].to(device)
+                query = method.encode_query(ref, tokens)
                 positives = torch.from_numpy(tgt_rows[idx]).to(device)
                 loss = objective(query.float(), bank, positives, negatives_rng)
             else:
-                loss = method.loss(query.float(), tgt.float())
+                rows = np.concatenate([ref_rows[idx], tgt_rows[idx]])
+                if encoded is not None:
+                    reps, vecs = encoded.reference[rows].to(device), encoded.target[rows].to(device)
+                else:
+                    images = to_model_input(session.pool_pixels[rows], method.transform, device)
+                    reps, vecs = method.encode_images(images)
+                n = len(idx)
+                batch = TrainBatch(
+                    reference=reps[:n],
+                    target=vecs[n:],
+                    target_reference=reps[n:],
+                    reference_target=vecs[:n],
+                    tokens=tokens,
+                    texts=[texts[i] for i in idx],
+                )
+                loss = method.training_loss(batch)
         if not torch.isfinite(loss):
             raise CirbenchError(
                 f"non-finite loss {loss.item()} in {phase.name} epoch {epoch + 1} step {step}"

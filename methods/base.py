@@ -32,6 +32,24 @@ from bench.backbones import Backbone
 IMAGE_SIDE = "image"
 
 
+@dataclass
+class TrainBatch:
+    """One in-batch training step's inputs, as the engine hands them to a method.
+
+    ``reference`` / ``target`` are the batch's reference representations and target
+    vectors; ``target_reference`` (the target images' reference representations) and
+    ``reference_target`` (the reference images' target vectors) serve objectives that
+    also run the other way (BLIP4CIR+Bi's reversed queries) or compare the two images.
+    """
+
+    reference: torch.Tensor
+    target: torch.Tensor
+    target_reference: torch.Tensor
+    reference_target: torch.Tensor
+    tokens: torch.Tensor
+    texts: list[str]
+
+
 @dataclass(frozen=True)
 class Phase:
     """One training phase of a method: its name, the parameter groups it trains, and what
@@ -113,6 +131,13 @@ class CIRMethod(nn.Module, ABC):
         logits = self.logit_scale() * query @ target.t()
         labels = torch.arange(query.shape[0], device=query.device)
         return nn.functional.cross_entropy(logits, labels)
+
+    def training_loss(self, batch: TrainBatch) -> torch.Tensor:
+        """The loss of one in-batch step (default: the query against the batch's targets).
+        Methods with extra terms (reverse queries, alignment losses) override this; the SPN
+        bank stage does not call it, it uses ``encode_query`` and the bank objective."""
+        query = self.encode_query(batch.reference, batch.tokens)
+        return self.loss(query.float(), batch.target.float())
 
     def logit_scale(self) -> float | torch.Tensor:
         """Multiplier of cosine similarities in the training loss (1 / temperature)."""

@@ -15,11 +15,16 @@ SHARED_DATA = Path(os.environ.get("CIRBENCH_SHARED_DATA", REPO.parent / "shared"
 def cirbench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Body of a module-scoped fixture: data, caches, runs and the MLflow store of a test
     module live in a fresh temp folder (``CIRBENCH_HOME``, ``MLFLOW_TRACKING_URI``, cwd)."""
+    import mlflow
+
     home = tmp_path_factory.mktemp("home")
+    uri = f"sqlite:///{home}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIRBENCH_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(home)
+        # a tracked run restores the URI it found, which may be an earlier module's store
+        mlflow.set_tracking_uri(uri)
         yield home
 
 
