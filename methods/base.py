@@ -77,6 +77,8 @@ class CIRMethod(nn.Module, ABC):
 
     #: Registry name, set by ``@register_method``.
     name: ClassVar[str] = ""
+    #: The method's name in the SPN paper's tables (``spn_tables.csv``), e.g. "CLIP4CIR".
+    paper_name: ClassVar[str] = ""
     #: Hyperparameter model of the method.
     Params: ClassVar[type[MethodParams]] = MethodParams
     #: The phases, in training order.

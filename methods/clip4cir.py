@@ -66,6 +66,7 @@ class Clip4Cir(CIRMethod):
     """CLIP4CIR: a CLIP model fine-tuned for CIR, then a Combiner on its frozen features."""
 
     Params = Clip4CirParams
+    paper_name = "CLIP4CIR"
     phases = (FINETUNE, COMBINER)
     group_sides: ClassVar[dict[str, str]] = {
         "image_encoder": "image",

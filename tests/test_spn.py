@@ -6,8 +6,10 @@ import mlflow
 import pytest
 import torch
 
-from bench.config import parse_spec
+from bench.config import ExperimentSpec, parse_spec
 from bench.engine import BankObjective, build_session, plan_phases, run_dir_for, train
+from bench.method_bases import method_base, methods_with_bases
+from methods import list_methods
 from tests.conftest import cirbench_home
 
 BASE = {
@@ -139,3 +141,49 @@ def test_zero_shot_trains_on_generated_triplets_only():
     )
     assert with_bank.spn.composition == "ZS+N"
     assert train(with_bank, progress=False).history[0]["phase"] == "spn_negatives"
+
+
+# ----------------------------------------------------------------------------- every method
+# The same four compositions for every method that has experiments/methods/<name>.yaml,
+# on its synthetic base settings shrunk to the tiny data set (random weights, 1 epoch).
+
+
+def tiny_method_spec(method: str, **spn) -> ExperimentSpec:
+    base = method_base(method, "synthetic", "fashioniq")
+    base["backbone"] = {**base.get("backbone", {}), "pretrained": "random"}
+    phases = {name: {"epochs": 1} for name in base.get("train", {}).get("phases", {})}
+    base["train"] = {**base.get("train", {}), "epochs": 1, "batch_size": 16, "phases": phases}
+    data = {
+        "name": f"spn-tiny-{method}",
+        "experiment": "cirbench-spn-tests",
+        "dataset": BASE["dataset"],
+        **base,
+        "spn": {**base.get("spn", {}), **spn},
+    }
+    return parse_spec(data)
+
+
+@pytest.mark.parametrize("method", methods_with_bases())
+def test_every_method_runs_all_four_compositions(method):
+    assert method in list_methods()
+    results = {}
+    for composition, spn in {
+        "none": {},
+        "P": {"positives": POSITIVES, "positives_train": {"epochs": 1}},
+        "N": {"negatives": NEGATIVES},
+        "P+N": {"positives": POSITIVES, "negatives": NEGATIVES},
+    }.items():
+        spec = tiny_method_spec(method, **spn)
+        assert spec.spn.composition == composition
+        results[composition] = train(spec, resume=True, progress=False)
+        assert 0 <= results[composition].metrics["Rmean"] <= 100
+    none_phases = [h["phase"] for h in results["none"].history]
+    assert none_phases == [
+        p.name
+        for p in build_session(
+            tiny_method_spec(method), progress=False, pretrained=False
+        ).method.phases
+    ]
+    assert [h["phase"] for h in results["P"].history] == ["spn_positives"]
+    assert [h["phase"] for h in results["N"].history] == ["spn_negatives"]
+    assert [h["phase"] for h in results["P+N"].history] == ["spn_negatives"]
