@@ -66,6 +66,8 @@ from methods.base import IMAGE_SIDE, CIRMethod, Phase, TrainBatch
 #: Called after every optimiser step with (phase name, epoch, step in epoch); tests use it
 #: to interrupt a run at a chosen point.
 StepHook = Callable[[str, int, int], None]
+#: Called after each evaluated epoch with (phase name, global epoch, val metrics).
+EpochHook = Callable[[str, int, dict[str, float]], None]
 
 
 class RunStateError(CirbenchError):
@@ -459,11 +461,17 @@ def train(
     progress: bool = True,
     on_step: StepHook | None = None,
     tracking: bool = True,
+    on_epoch: EpochHook | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train and evaluate ``spec``; see the module docstring. Tracked in MLflow.
 
     ``resume`` continues an interrupted run from ``last.pt`` (a finished run is returned
     as it is, nothing recomputed); ``restart`` discards the run folder first.
+    ``on_epoch(phase, global_epoch, val_metrics)`` runs after each evaluated epoch (a
+    study's pruning hook); ``parent_run_id`` nests the MLflow run (and that of an
+    implicitly trained stage 1) under a suite's run, ``tags`` are added to both.
     """
     from bench.tracking import TrackedRun
 
@@ -484,7 +492,12 @@ def train(
     composition = spec.spn.composition
     if composition not in ("none", "ZS"):
         stage1 = train(
-            spec.stage1_spec(), resume=True, progress=progress, on_step=None, tracking=tracking
+            spec.stage1_spec(),
+            resume=True,
+            progress=progress,
+            tracking=tracking,
+            parent_run_id=parent_run_id,
+            tags=tags,
         )
         init_from = stage1.best_checkpoint
 
@@ -512,6 +525,7 @@ def train(
         "cirbench.composition": composition,
         "cirbench.dataset": spec.dataset.format,
         "cirbench.seed": spec.seed,
+        **(tags or {}),
     }
     if init_from is not None:
         tags["cirbench.stage1_checkpoint"] = str(init_from)
@@ -523,11 +537,12 @@ def train(
         tags=tags,
         run_id=state.mlflow_run_id,
         enabled=tracking,
+        parent_run_id=parent_run_id,
     ) as run:
         state.mlflow_run_id = run.run_id
         if run.run_id:
             run_id_file.write_text(run.run_id)
-        _train_phases(session, state, checkpoint, run, run_dir, on_step)
+        _train_phases(session, state, checkpoint, run, run_dir, on_step, on_epoch)
         seconds = time.perf_counter() - start
         final = dict(state.best_metrics)
         run.log_metrics({f"final.{k}": v for k, v in final.items()})
@@ -556,6 +571,7 @@ def _train_phases(
     run: Any,
     run_dir: Path,
     on_step: StepHook | None,
+    on_epoch: EpochHook | None = None,
 ) -> None:
     spec, method = session.spec, session.method
     if checkpoint:
@@ -656,6 +672,8 @@ def _train_phases(
                 },
                 run_dir / "last.pt",
             )
+            if on_epoch is not None:
+                on_epoch(phase.name, state.global_epoch, metrics)
         checkpoint = None
         if phase_index + 1 < len(plan) and (run_dir / "best.pt").exists():
             method.load_state_dict(load_checkpoint_file(run_dir / "best.pt")["model"])
