@@ -60,6 +60,7 @@ from bench.evaluation import (
 )
 from bench.features import ArrayCache, digest, image_list_digest, load_pixels
 from bench.paths import cache_dir, home
+from bench.tracking import exclusive
 from methods import create_method
 from methods.base import IMAGE_SIDE, CIRMethod, Phase, TrainBatch
 
@@ -473,9 +474,41 @@ def train(
     study's pruning hook); ``parent_run_id`` nests the MLflow run (and that of an
     implicitly trained stage 1) under a suite's run, ``tags`` are added to both.
     """
-    from bench.tracking import TrackedRun
 
     run_dir = run_dir_for(spec)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # one process at a time per run folder: parallel suite workers that share a stage 1
+    # wait for it instead of training it twice
+    with exclusive(run_dir.parent / f".{run_dir.name}.lock"):
+        return _train_locked(
+            spec,
+            run_dir,
+            resume=resume,
+            restart=restart,
+            progress=progress,
+            on_step=on_step,
+            tracking=tracking,
+            on_epoch=on_epoch,
+            parent_run_id=parent_run_id,
+            tags=tags,
+        )
+
+
+def _train_locked(
+    spec: ExperimentSpec,
+    run_dir: Path,
+    *,
+    resume: bool,
+    restart: bool,
+    progress: bool,
+    on_step: StepHook | None,
+    tracking: bool,
+    on_epoch: EpochHook | None,
+    parent_run_id: str | None,
+    tags: dict[str, Any] | None,
+) -> TrainResult:
+    from bench.tracking import TrackedRun
+
     last = run_dir / "last.pt"
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)

@@ -200,7 +200,7 @@ def with_lock_retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
+def exclusive(lock_file: Path) -> Iterator[None]:
     """An inter-process lock (``flock``; a no-op where ``fcntl`` is missing)."""
     try:
         import fcntl
@@ -235,7 +235,7 @@ def _client(uri: str) -> Any:
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (slow import, outside the lock)
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(db.with_name(db.name + ".init.lock")):
+    with exclusive(db.with_name(db.name + ".init.lock")):
         client = with_lock_retry(MlflowClient, tracking_uri=uri)
     _READY.add(uri)
     return client
@@ -464,6 +464,9 @@ class TrackedRun:
                 issubclass(exc_type, SystemExit) and exc is not None and exc.code in (0, None)
             ):
                 with_lock_retry(self._client.set_terminated, self._run_id, "FINISHED")
+            elif exc_type.__name__ == "TrialPruned":  # an Optuna study stopped this trial
+                self._safe(self._client.set_tag, self._run_id, "cirbench.pruned", "true")
+                self._safe(self._client.set_terminated, self._run_id, "KILLED")
             elif issubclass(exc_type, Exception):
                 self._record_failure(exc_type, exc, tb)
             else:  # KeyboardInterrupt and other BaseExceptions
