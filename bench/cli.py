@@ -124,6 +124,90 @@ def _cmd_backbone_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.sweep import sweep
+
+    result = sweep(
+        args.suite,
+        profile=args.profile,
+        data_root=args.data_root,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        methods=tuple(args.methods) if args.methods else None,
+        workers=args.workers,
+        storage=args.storage,
+        n_trials=args.trials,
+        overrides=tuple(args.set),
+        progress=not args.quiet,
+    )
+    summary = {
+        "suite": result.suite,
+        "seconds": round(result.seconds, 1),
+        "points": len(result.outcomes),
+        "points_trained": result.trained,
+    }
+    if result.study_name:
+        summary |= {"study": result.study_name, "storage": result.storage}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+
+    report = build_report(
+        args.suite,
+        profile=args.profile,
+        data_root=args.data_root,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        methods=tuple(args.methods) if args.methods else None,
+        storage=args.storage,
+        out=args.out,
+    )
+    print(report.folder / "index.md")
+    if report.missing:
+        print(f"{len(report.missing)} points not run yet (listed in index.md)", file=sys.stderr)
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from bench.sweep import ABLATE_SUITES, ablate
+
+    seconds = ablate(
+        profile=args.profile,
+        suites=tuple(args.suites or ABLATE_SUITES),
+        data_root=args.data_root,
+        methods=tuple(args.methods) if args.methods else None,
+        workers=args.workers,
+        storage=args.storage,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    print(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=2))
+    return 0
+
+
+def _cmd_suites(args: argparse.Namespace) -> int:
+    from bench.suites import list_suites, load_profiles, load_suite
+
+    for name in list_suites():
+        suite = load_suite(name)
+        print(f"{name:18s} {suite.kind:5s} {suite.title}")
+    print()
+    for name, profile in load_profiles().items():
+        print(f"profile {name:8s} {profile.description}")
+    return 0
+
+
+def _add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="default", help="quick | default | full")
+    parser.add_argument(
+        "--data-root", type=Path, help="real FashionIQ / CIRR folder (paper hyperparameters)"
+    )
+    parser.add_argument("--storage", help="Optuna storage URL of study suites")
+    parser.add_argument("--methods", nargs="+", help="only these methods (default: the suite's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_spec_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
     parser.add_argument("spec", type=Path, nargs="+" if many else None, help="experiment spec YAML")
     parser.add_argument(
@@ -201,6 +285,32 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--quiet", action="store_true")
     pretrain.set_defaults(handler=_cmd_backbone_pretrain)
+
+    sweep = commands.add_parser("sweep", help="run a suite's grid or Optuna study (resumable)")
+    sweep.add_argument("suite", help="suite name in experiments/ (see `cirbench suites`)")
+    _add_suite_arguments(sweep)
+    sweep.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes")
+    sweep.add_argument("--trials", type=int, help="study trials in total (default: profile's)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    report = commands.add_parser("report", help="tables and plots of a suite from MLflow runs")
+    report.add_argument("suite")
+    _add_suite_arguments(report)
+    report.add_argument("--seeds", type=int, nargs="+")
+    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.set_defaults(handler=_cmd_report)
+
+    ablate = commands.add_parser("ablate", help="sweep and report every suite (nox -s ablate)")
+    _add_suite_arguments(ablate)
+    ablate.add_argument("--suites", nargs="+", help="a subset of the suites")
+    ablate.add_argument("--workers", type=int, default=1)
+    ablate.add_argument("--out", type=Path, default=Path("reports"))
+    ablate.set_defaults(handler=_cmd_ablate)
+
+    suites = commands.add_parser("suites", help="list the experiment suites and profiles")
+    suites.set_defaults(handler=_cmd_suites)
 
     register_positives_cli(commands)
     return parser
