@@ -40,3 +40,72 @@ def bench(session: nox.Session) -> None:
 def synth(session: nox.Session) -> None:
     """Generate the default synthetic benchmark into data/synthetic and print its statistics."""
     session.run("cirbench", "data", "synth", "--out", "data/synthetic", *session.posargs)
+
+
+def _profile(session: nox.Session) -> list[str]:
+    """``--quick`` / ``--full`` in posargs select the profile; the rest passes through."""
+    args = list(session.posargs)
+    profile = "default"
+    for flag in ("--quick", "--full"):
+        if flag in args:
+            args.remove(flag)
+            profile = flag[2:]
+    return ["--profile", profile, *args]
+
+
+@nox.session
+def ablate(session: nox.Session) -> None:
+    """The default reproduction end to end: synthetic data, backbone, every suite, reports.
+
+    ``nox -s ablate`` (default profile), ``nox -s ablate -- --quick`` (CI-sized),
+    ``nox -s ablate -- --full``, ``nox -s ablate -- --data-root /data/fashionIQ_dataset``.
+    Interrupt it at any time: rerunning resumes, nothing finished is recomputed.
+    """
+    session.run("cirbench", "ablate", *_profile(session))
+
+
+@nox.session
+def sweep(session: nox.Session) -> None:
+    """One suite: ``nox -s sweep -- bank_size [--workers 2] [--storage URL] [--quick]``."""
+    if not session.posargs:
+        session.error("name a suite: nox -s sweep -- SUITE [options]; see `cirbench suites`")
+    session.run("cirbench", "sweep", *_profile(session))
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """One suite's tables and plots: ``nox -s report -- SUITE [--quick]``."""
+    if not session.posargs:
+        session.error("name a suite: nox -s report -- SUITE [options]")
+    session.run("cirbench", "report", *_profile(session))
+
+
+@nox.session
+def ui(session: nox.Session) -> None:
+    """The MLflow UI on 127.0.0.1 on the suites' store (and optuna-dashboard on the default
+    study journal, when installed): ``nox -s ui [-- --port 5000]``."""
+    import shutil
+    import subprocess
+
+    from bench.paths import home
+    from bench.tracking import UI_ENV, ui_command
+
+    args = list(session.posargs)
+    port = args[args.index("--port") + 1] if "--port" in args else "5000"
+    dashboard = None
+    journal = home() / "optuna" / "journal.log"
+    if shutil.which("optuna-dashboard") and journal.is_file():
+        dashboard = subprocess.Popen(
+            ["optuna-dashboard", "--host", "127.0.0.1", "--port", str(int(port) + 1), str(journal)]
+        )
+        session.log(f"optuna-dashboard on http://127.0.0.1:{int(port) + 1}")
+    elif not shutil.which("optuna-dashboard"):
+        session.log("optuna-dashboard not installed (pip install -e .[dashboard]); MLflow UI only")
+    try:
+        command = ui_command()
+        command[command.index("--port") + 1] = port
+        session.log("MLflow UI on http://127.0.0.1:" + port)
+        session.run(*command, env=dict(UI_ENV))
+    finally:
+        if dashboard is not None:
+            dashboard.terminate()

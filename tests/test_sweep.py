@@ -1,0 +1,314 @@
+"""The ablation runner on the quick profile: suites, resume, Optuna workers, reports.
+
+Real code throughout: sweeps train tiny CLIP4CIR runs, studies run in worker processes on
+a journal file or a PostgreSQL server on loopback, reports are read back from MLflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bench.engine import TrainResult, run_dir_for
+from bench.report import build_report, tracked_runs_by_digest
+from bench.suites import Point, SuiteRun, get_profile, list_suites, load_suite
+from bench.sweep import storage_url, sweep
+from bench.tracking import find_runs
+from tests.conftest import cirbench_home
+
+QUICK = "quick"
+ONLY = ("clip4cir",)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home(tmp_path_factory):
+    yield from cirbench_home(tmp_path_factory)
+
+
+def quick_run(suite: str) -> SuiteRun:
+    return SuiteRun(load_suite(suite), get_profile(QUICK), methods_override=ONLY)
+
+
+# ----------------------------------------------------------------------------- suites
+
+
+def test_every_suite_resolves_to_valid_specs():
+    assert set(list_suites()) >= {
+        "table2_fashioniq",
+        "table3_cirr",
+        "ablation_spn",
+        "bank_size",
+        "positives_count",
+        "zero_shot",
+    }
+    for name in list_suites():
+        run = SuiteRun(load_suite(name), get_profile(QUICK))
+        for point in run.points():
+            spec = run.spec(point)
+            assert spec.spn.composition.replace("ZS-ood", "ZS") in (
+                point.composition.replace("ZS-ood", "ZS"),
+            )
+
+
+def test_compositions_share_stage1_and_suites_share_points():
+    ablation = quick_run("ablation_spn")
+    table2 = quick_run("table2_fashioniq")
+    specs = {p.composition: ablation.spec(p) for p in ablation.points() if p.dataset == "fashioniq"}
+    stage1 = {s.stage1_spec().digest() for s in specs.values()}
+    assert len(stage1) == 1 and specs["none"].digest() in stage1
+    # the profile's stage-2 overrides did not switch N on where the composition has none
+    assert specs["none"].spn.negatives is None and specs["P"].spn.negatives is None
+    assert specs["N"].spn.negatives.batch_size == 64
+    shared = {table2.spec(p).digest() for p in table2.points()}
+    assert shared == {specs["none"].digest(), specs["P+N"].digest()}
+
+
+def test_suite_errors_name_the_file_and_field(tmp_path):
+    from bench.config import SpecError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("suite: bad\ntitle: t\ndatasets: [fashioniq]\ncompositions: [Q]\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: field 'compositions'"):
+        load_suite(str(bad))
+    with pytest.raises(SpecError, match="suite not found"):
+        load_suite("no_such_suite")
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+def _finished(run: SuiteRun) -> dict[str, float]:
+    """digest -> mtime of result.json, for the points that finished."""
+    out = {}
+    for point in run.points():
+        spec = run.spec(point)
+        result = run_dir_for(spec) / "result.json"
+        if result.is_file():
+            out[spec.digest()] = result.stat().st_mtime
+    return out
+
+
+def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(home):
+    run = quick_run("table2_fashioniq")
+    none_spec = run.spec(Point("clip4cir", "fashioniq", "none", 0))
+    command = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "sweep",
+        "table2_fashioniq",
+        "--profile",
+        QUICK,
+        "--methods",
+        "clip4cir",
+        "--quiet",
+    ]
+    process = subprocess.Popen(command, env=os.environ.copy(), cwd=home)
+    deadline = time.time() + 600
+    while TrainResult.load(run_dir_for(none_spec)) is None:  # stage 1 finished
+        assert process.poll() is None, "the sweep ended before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)  # a crash: no clean-up at all
+    process.wait()
+    before = _finished(run)
+    assert none_spec.digest() in before and len(before) < len(run.points())
+
+    result = sweep("table2_fashioniq", profile=QUICK, methods=ONLY, progress=False)
+    after = _finished(run)
+    assert len(after) == len(run.points())
+    for digest, mtime in before.items():  # finished points were not run again
+        assert after[digest] == mtime
+    assert result.trained == len(run.points()) - len(before)
+    # exactly one MLflow run per spec digest, all finished, nested under one suite run
+    runs = find_runs(run.experiment, "tags.`cirbench.kind` = 'train'")
+    digests = [r.data.tags["cirbench.spec_digest"] for r in runs]
+    assert len(digests) == len(set(digests))
+    wanted = {run.spec(p).digest() for p in run.points()}
+    mine = [r for r in runs if r.data.tags["cirbench.spec_digest"] in wanted]
+    assert {r.info.status for r in mine} == {"FINISHED"}
+    parents = find_runs(run.experiment, "tags.`cirbench.kind` = 'suite'")
+    assert len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in mine} == {parents[0].info.run_id}
+
+    again = sweep("table2_fashioniq", profile=QUICK, methods=ONLY, progress=False)
+    assert again.trained == 0 and all(o.reused for o in again.outcomes)
+    assert len(find_runs(run.experiment, "tags.`cirbench.kind` = 'train'")) == len(runs)
+    assert len(find_runs(run.experiment, "tags.`cirbench.kind` = 'suite'")) == 1
+
+
+def test_report_tables_equal_the_tracked_metrics(tmp_path):
+    run = quick_run("table2_fashioniq")
+    report = build_report("table2_fashioniq", profile=QUICK, methods=ONLY, out=tmp_path)
+    assert report.missing == []
+    folder = tmp_path / "table2_fashioniq"
+    [table] = report.tables
+    with (folder / f"{table.name}.csv").open() as handle:
+        rows = {row["spn"]: row for row in csv.DictReader(handle)}
+    tracked = tracked_runs_by_digest(run.experiment)
+    for point in run.points():
+        metrics = tracked[run.spec(point).digest()].data.metrics
+        row = rows[point.composition]
+        for column in ("dress_R@10", "dress_R@50", "Rmean"):
+            key = "final." + column.replace("@", "_at_")
+            assert float(row[f"{column} mean"]) == pytest.approx(metrics[key])
+    markdown = (folder / f"{table.name}.md").read_text()
+    assert "synthetic benchmark" in markdown and "CLIP4CIR" in markdown and "gain" in markdown
+    assert "\\begin{tabular}" in (folder / f"{table.name}.tex").read_text()
+    assert (tmp_path / "index.md").read_text().count("table2_fashioniq") >= 1
+    assert not list(tmp_path.glob(".*tmp*"))  # no staging folder left behind
+
+
+def test_report_without_runs_says_what_to_do(tmp_path):
+    from bench.report import ReportError
+
+    with pytest.raises(ReportError, match="cirbench sweep zero_shot"):
+        build_report("zero_shot", profile=QUICK, methods=ONLY, out=tmp_path)
+    assert not (tmp_path / "zero_shot").exists()
+
+
+def test_grid_plot_exists_and_is_not_empty(tmp_path):
+    sweep("ablation_spn", profile=QUICK, methods=ONLY, progress=False, seeds=(0,))
+    report = build_report("ablation_spn", profile=QUICK, methods=ONLY, out=tmp_path)
+    assert {"ablation_spn_bars.png", "ablation_spn_bars.svg"} <= set(report.plots)
+    for plot in report.plots:
+        assert (tmp_path / "ablation_spn" / plot).stat().st_size > 5000
+    text = (tmp_path / "ablation_spn" / "ablation_spn_fashioniq.md").read_text()
+    for composition in ("none", "P", "N", "P+N"):
+        assert f"| clip4cir | {composition} |" in text
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def test_two_workers_complete_exactly_the_requested_trials(tmp_path):
+    storage = str(tmp_path / "study.log")
+    sweep("bank_size", profile=QUICK, workers=2, storage=storage, n_trials=3, progress=False)
+    study = optuna.load_study(
+        study_name="bank_size-quick",
+        storage=_open(storage),
+    )
+    assert len(study.trials) == 3
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    bank = study.user_attrs["bank_size"]
+    assert study.trials[0].params["spn.negatives.neg_num"] == bank - 1  # the whole bank first
+    # rerun with the same budget: nothing new; a larger budget adds exactly the difference
+    sweep("bank_size", profile=QUICK, workers=2, storage=storage, n_trials=3, progress=False)
+    assert len(_load(storage).trials) == 3
+    sweep("bank_size", profile=QUICK, workers=2, storage=storage, n_trials=4, progress=False)
+    assert len(_load(storage).trials) == 4
+    # every trial points at one finished MLflow run per seed (nested, tagged with the
+    # trial that created it; a trial that repeats a value reuses the earlier run)
+    run = SuiteRun(load_suite("bank_size"), get_profile(QUICK))
+    runs = {
+        r.info.run_id: r for r in find_runs(run.experiment, "tags.`cirbench.suite` = 'bank_size'")
+    }
+    for trial in _load(storage).trials:
+        ids = trial.user_attrs.get("mlflow_run_ids", [])
+        if trial.state.name == "COMPLETE":
+            assert len(ids) == len(run.seeds)
+            assert all(runs[i].info.status == "FINISHED" for i in ids)
+    tagged = {
+        int(r.data.tags["cirbench.trial"]) for r in runs.values() if "cirbench.trial" in r.data.tags
+    }
+    assert 0 in tagged and tagged <= {0, 1, 2, 3}
+    report = build_report("bank_size", profile=QUICK, storage=storage, out=tmp_path / "reports")
+    assert "bank_size_recall_vs_bank.png" in report.plots
+    assert "bank_size_optuna_history.png" in report.plots
+    assert "(whole bank)" in (tmp_path / "reports" / "bank_size" / "bank_size.md").read_text()
+
+
+def _open(storage: str):
+    from bench.sweep import open_storage
+
+    return open_storage(storage_url(storage))
+
+
+def _load(storage: str):
+    return optuna.load_study(study_name="bank_size-quick", storage=_open(storage))
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").is_file():
+            return candidate
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server on 127.0.0.1 (skipped, with the reason, when the
+    server binaries are not installed; `.ci/run` installs them)."""
+    binaries = _postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+    pytest.importorskip("psycopg", reason="psycopg (the [postgres] extra) not installed")
+    # not under pytest's tmp folder: its parents are private to this user
+    folder = Path(tempfile.mkdtemp(prefix="cirbench-pg-"))
+    data = folder / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run(
+        [*run_as, str(binaries / "initdb"), "-D", str(data), "-U", "cirbench", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
+    log = folder / "server.log"  # the server must not hold our pipes open
+    pg_ctl = [*run_as, str(binaries / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*pg_ctl, "-o", options, "-l", str(log), "-w", "start"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        subprocess.run(
+            [
+                *run_as,
+                str(binaries / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "cirbench",
+                "optuna",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://cirbench@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run(
+            [*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgresql_storage_shared_by_two_workers(postgres_url):
+    sweep("bank_size", profile=QUICK, workers=2, storage=postgres_url, n_trials=3, progress=False)
+    study = optuna.load_study(study_name="bank_size-quick", storage=postgres_url)
+    assert len(study.trials) == 3
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
