@@ -26,6 +26,7 @@ import os
 import socket
 import statistics
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -241,7 +242,9 @@ def open_storage(url: str) -> Any:
         db = Path(url.removeprefix("sqlite:///"))
         db.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=30, grace_period=120)
     except Exception as exc:  # driver missing, server down, bad credentials
         raise SweepError(f"cannot open Optuna storage {url}: {type(exc).__name__}: {exc}") from exc
     finally:
