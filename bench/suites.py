@@ -79,10 +79,12 @@ def composition_spn(
     CIRR temperature) apply to the modifiers the composition switches on."""
     out: dict[str, Any] = {}
     pool = "pool" if composition.startswith("ZS-ood") else "train"
-    if composition in ("P", "P+N") or composition.startswith("ZS"):
+    if composition in ("P", "P+N", "P-control") or composition.startswith("ZS"):
         out["positives"] = positives_recipe(dataset, real, pool)
-        if "positives_train" in method_spn and composition == "P":
-            out["positives_train"] = method_spn["positives_train"]
+        if "positives_train" in method_spn and composition in ("P", "P-control"):
+            out["positives_train"] = dict(method_spn["positives_train"])
+    if composition == "P-control":  # P's continuation with (practically) no generated triplet
+        out.setdefault("positives_train", {})["mix_ratio"] = 1e-9
     if composition.endswith("N") and composition != "none":
         out["negatives"] = dict(method_spn.get("negatives", {}) or {})
     if composition.startswith("ZS"):
@@ -96,6 +98,8 @@ def composition_spn(
 COMPOSITIONS: dict[str, str] = {
     "none": "stage 1 only (the baseline as published)",
     "P": "continue on human + generated triplets, in-batch negatives",
+    "P-control": "P's continuation (same epochs, lr) on human triplets only: what P buys "
+    "beyond training longer",
     "N": "stage 2 against the static negative bank, human triplets",
     "P+N": "stage 2 against the bank on human + generated triplets",
     "ZS": "zero-shot: generated triplets from the dataset's train images only",
@@ -120,6 +124,8 @@ class Profile(_Strict):
     categories: tuple[Literal["dress", "shirt", "toptee"], ...] | None = None
     pretrained: str | None = Field(default=None, description="override the synthetic backbone")
     n_trials: int = Field(default=8, ge=1)
+    #: per-suite seeds (e.g. one seed for the secondary studies of a time-boxed profile)
+    suite_seeds: dict[str, tuple[int, ...]] = Field(default_factory=dict)
     overrides: tuple[str, ...] = Field(default=(), description="--set KEY=VALUE for every spec")
 
 
@@ -272,7 +278,12 @@ class SuiteRun:
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        return self.seeds_override or self.suite.seeds or self.profile.seeds
+        return (
+            self.seeds_override
+            or self.profile.suite_seeds.get(self.suite.suite)
+            or self.suite.seeds
+            or self.profile.seeds
+        )
 
     def points(self) -> list[Point]:
         axes = list(self.suite.axes.items())
