@@ -166,6 +166,19 @@ class ExperimentSpec(_Strict):
     def _spn_is_consistent(self) -> ExperimentSpec:
         if self.spn.zero_shot and self.spn.positives is None:
             raise ValueError("spn.zero_shot needs spn.positives (the generated triplets)")
+        if self.dataset.format == "circo":
+            if not self.spn.zero_shot:
+                raise ValueError(
+                    "dataset.format circo: CIRCO has no training split; a CIRCO run trains "
+                    "zero-shot on generated triplets: set spn.zero_shot: true and "
+                    "spn.positives with an out-of-domain pool (pool: pool or a folder)"
+                )
+            if (self.spn.positives or {}).get("pool", "train") == "train":
+                raise ValueError(
+                    "dataset.format circo: spn.positives.pool 'train' (the default) does not "
+                    "exist for CIRCO; use pool: pool (the synthetic unlabeled pool) or a "
+                    "folder of images"
+                )
         return self
 
     def stage1_spec(self) -> ExperimentSpec:

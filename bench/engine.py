@@ -16,7 +16,10 @@ composition: ``P`` fine-tunes on human + generated triplets with in-batch negati
 ``N`` trains the query side against a static bank of every training image's target
 vector (InfoNCE at temperature tau, optionally ``neg_num`` sampled negatives), ``P+N``
 does the latter on human + generated triplets. Zero-shot (``spn.zero_shot``) trains
-stage 1 on generated triplets only.
+stage 1 on generated triplets only (the only way to train for CIRCO, which has no
+training split). Frozen image features (the bank, the reference representations) are
+memory-mapped from the feature cache, float16 with ``spn.negatives.half_bank``, read a
+batch of rows at a time; full-bank logits are computed chunk-wise.
 
 Determinism: the data order and the FashionIQ caption variants of an epoch are drawn
 from generators seeded by (seed, phase, epoch); the global RNG states (dropout) are saved
@@ -32,7 +35,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,10 +55,12 @@ from bench.data.experiment import (
 )
 from bench.errors import CirbenchError
 from bench.evaluation import (
+    Encoded,
     SplitImages,
     autocast,
     encode_cached,
     evaluate_splits,
+    gather_rows,
     to_model_input,
 )
 from bench.features import ArrayCache, digest, image_list_digest, load_pixels
@@ -112,6 +117,7 @@ class Session:
     cache: ArrayCache
     generated: list[TrainTriplet] = field(default_factory=list)
     progress: bool = True
+    features_in_ram: bool = False  # see training_features
 
     def __post_init__(self) -> None:
         self.pool_index = {n: i for i, n in enumerate(self.pool_names)}
@@ -402,20 +408,76 @@ def plan_phases(spec: ExperimentSpec, method: CIRMethod) -> list[tuple[Phase, Tr
     return [(phase, cfg)]
 
 
+#: Rows of a bank read (and upcast) at a time for the full-bank logits.
+BANK_CHUNK_ROWS = 16384
+
+
+def _bank_chunks(
+    bank: torch.Tensor, chunk_rows: int, device: torch.device, dtype: torch.dtype
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, rows upcast to ``dtype`` on ``device``) of consecutive chunks of a bank."""
+    for start in range(0, bank.shape[0], chunk_rows):
+        yield start, gather_rows(bank, slice(start, start + chunk_rows), device, dtype)
+
+
+class _ChunkedBankLogits(torch.autograd.Function):
+    """``query @ bank.T``, one chunk of bank rows at a time, each upcast to the query's
+    dtype. The bank is static (no gradient); backward reads the chunks again instead of
+    keeping them, so neither pass holds more than one chunk of a memory-mapped or float16
+    bank in memory (as float32)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, query: torch.Tensor, bank: torch.Tensor, chunk_rows: int
+    ) -> torch.Tensor:
+        ctx.bank, ctx.chunk_rows = bank, chunk_rows
+        chunks = _bank_chunks(bank, chunk_rows, query.device, query.dtype)
+        return torch.cat([query @ chunk.t() for _, chunk in chunks], dim=1)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None]:
+        dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype
+        grad_query = torch.zeros(grad.shape[0], ctx.bank.shape[1], device=grad.device, dtype=dtype)
+        for start, chunk in _bank_chunks(ctx.bank, ctx.chunk_rows, grad.device, dtype):
+            grad_query += grad[:, start : start + chunk.shape[0]].to(dtype) @ chunk
+        return grad_query, None, None
+
+
+def bank_logits(
+    query: torch.Tensor, bank: torch.Tensor, chunk_rows: int = BANK_CHUNK_ROWS
+) -> torch.Tensor:
+    """``query @ bank.T`` (B, N) for a bank in any dtype and place (memory-mapped, float16,
+    another device), computed ``chunk_rows`` bank rows at a time."""
+    return _ChunkedBankLogits.apply(query, bank, chunk_rows)
+
+
 class BankObjective(torch.nn.Module):
     """InfoNCE of each query against the static bank of every training image's target.
 
     logits = q @ bank.T / tau, label = the row of the true target; with ``neg_num`` the
     logits cover the positive and ``neg_num`` negatives drawn uniformly from the rest of
     the bank (the bank-size knob). tau is fixed or learnable (stored as log(1/tau)).
+    The bank may be memory-mapped from the feature cache and stored as float16: the
+    full-bank logits are computed ``chunk_rows`` rows at a time and sampled negatives are
+    gathered row by row, each upcast to the query's dtype, so the bank is never whole in
+    RAM.
     """
 
-    def __init__(self, tau: float, learnable: bool, neg_num: int | None) -> None:
+    def __init__(
+        self,
+        tau: float,
+        learnable: bool,
+        neg_num: int | None,
+        chunk_rows: int = BANK_CHUNK_ROWS,
+    ) -> None:
         super().__init__()
         self.log_scale = torch.nn.Parameter(
             torch.tensor(math.log(1.0 / tau)), requires_grad=learnable
         )
         self.neg_num = neg_num
+        self.chunk_rows = chunk_rows
 
     @property
     def tau(self) -> float:
@@ -430,7 +492,7 @@ class BankObjective(torch.nn.Module):
     ) -> torch.Tensor:
         scale = self.log_scale.exp()
         if self.neg_num is None or self.neg_num >= bank.shape[0] - 1:
-            logits = query @ bank.to(query.dtype).t()
+            logits = bank_logits(query, bank, self.chunk_rows)
             return torch.nn.functional.cross_entropy(logits * scale, positives)
         # negatives: uniform over the bank without the positive (shift past it)
         draws = torch.randint(
@@ -438,7 +500,7 @@ class BankObjective(torch.nn.Module):
         ).to(positives.device)
         negatives = draws + (draws >= positives[:, None]).long()
         rows = torch.cat([positives[:, None], negatives], dim=1)
-        candidates = bank[rows].to(query.dtype)  # (B, 1 + neg_num, D)
+        candidates = gather_rows(bank, rows, query.device, query.dtype)  # (B, 1 + neg_num, D)
         logits = torch.einsum("bd,bkd->bk", query, candidates)
         labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
         return torch.nn.functional.cross_entropy(logits * scale, labels)
@@ -712,6 +774,33 @@ def _train_phases(
             method.load_state_dict(load_checkpoint_file(run_dir / "best.pt")["model"])
 
 
+def training_features(session: Session, frozen: bool, bank: bool) -> Encoded | None:
+    """Cached image features of the training pool when the image side is frozen, else
+    None: memory-mapped from the feature cache, float16 in the bank stage when
+    ``spn.negatives.half_bank`` is set; rows are read per batch. On CUDA the target bank
+    (N x D) moves to the GPU in its storage dtype; the reference representations (token
+    sequences for some methods) stay mapped. ``session.features_in_ram``: float32 copies
+    in RAM instead, the behaviour before banks were memory-mapped (benchmarks)."""
+    if not frozen:
+        return None
+    negatives = session.spec.spn.negatives
+    half = bank and negatives is not None and negatives.half_bank
+    encoded = encode_cached(
+        session.method,
+        session.pool_pixels,
+        session.pool_key,
+        session.device,
+        session.spec.eval.batch_size,
+        session.cache,
+        dtype="float16" if half else "float32",
+    )
+    if session.features_in_ram:
+        return encoded.in_ram()
+    if bank and session.device.type == "cuda":
+        encoded.target = encoded.target.to(session.device)
+    return encoded
+
+
 def _train_epoch(
     session: Session,
     phase: Phase,
@@ -735,24 +824,11 @@ def _train_epoch(
     ref_rows = session.rows([t.reference for t in triplets])
     tgt_rows = session.rows([t.target for t in triplets])
     negatives_rng = torch.Generator().manual_seed(seed + 1)
-    encoded = (
-        encode_cached(
-            method,
-            session.pool_pixels,
-            session.pool_key,
-            device,
-            spec.eval.batch_size,
-            session.cache,
-        )
-        if frozen
-        else None
-    )
+    encoded = training_features(session, frozen, objective is not None)
     bank = None
     if objective is not None:
         assert encoded is not None, "the bank objective needs a frozen image side"
-        half = bool(spec.spn.negatives and spec.spn.negatives.half_bank)
-        bank_dtype = torch.float16 if half and device.type == "cuda" else torch.float32
-        bank = encoded.target.to(device, dtype=bank_dtype)  # every training image, L2-normalised
+        bank = encoded.target  # every training image, L2-normalised (memory-mapped)
     method.train()
     total, count, start = 0.0, 0, time.perf_counter()
     batches = range(0, len(order), cfg.batch_size)
@@ -768,14 +844,15 @@ def _train_epoch(
         with autocast(device):
             if objective is not None and bank is not None:
                 assert encoded is not None
-                ref = encoded.reference[ref_rows[idx]].to(device)
+                ref = encoded.reference_rows(ref_rows[idx], device)
                 query = method.encode_query(ref, tokens)
                 positives = torch.from_numpy(tgt_rows[idx]).to(device)
                 loss = objective(query.float(), bank, positives, negatives_rng)
             else:
                 rows = np.concatenate([ref_rows[idx], tgt_rows[idx]])
                 if encoded is not None:
-                    reps, vecs = encoded.reference[rows].to(device), encoded.target[rows].to(device)
+                    reps = encoded.reference_rows(rows, device)
+                    vecs = encoded.target_rows(rows, device)
                 else:
                     images = to_model_input(session.pool_pixels[rows], method.transform, device)
                     reps, vecs = method.encode_images(images)

@@ -3,12 +3,15 @@
 Image representations of a split are computed in one pass over its gallery (references
 are gallery images in both datasets); when the image side is frozen they come from the
 feature cache, keyed by the encoder weights, so repeated evaluations never re-encode.
+Cached features are memory-mapped from disk (optionally stored as float16) and read a
+batch of rows at a time, so a large (e.g. token-level) bank is never whole in RAM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,12 +46,55 @@ class SplitImages:
         return np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
 
 
+#: Storage dtypes of cached features.
+FEATURE_DTYPES = ("float32", "float16")
+
+
+def gather_rows(
+    array: torch.Tensor | np.ndarray,
+    rows: np.ndarray | torch.Tensor | slice,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Rows of a feature array (a tensor, possibly memory-mapped, or a numpy array) as a
+    tensor on ``device`` in ``dtype``: float16 storage is upcast, and only the rows asked
+    for are read from a memory-mapped array."""
+    if isinstance(array, np.ndarray):
+        index = rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows
+        return torch.from_numpy(np.array(array[index])).to(device=device, dtype=dtype)
+    if not isinstance(rows, slice):
+        rows = torch.as_tensor(rows).to(array.device)
+    return array[rows].to(device=device, dtype=dtype)
+
+
 @dataclass
 class Encoded:
-    """Image representations of a split's gallery: reference reps and target vectors."""
+    """Image representations of a split's gallery: reference reps and target vectors.
+
+    From the feature cache they are tensors over memory-mapped files (``files``: the
+    reference and target files), float32 or float16: read them a batch of rows at a time
+    with :meth:`reference_rows` / :meth:`target_rows`, which upcast to float32."""
 
     reference: torch.Tensor
     target: torch.Tensor
+    files: tuple[Path, Path] | None = None
+
+    def reference_rows(self, rows: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        return gather_rows(self.reference, rows, device)
+
+    def target_rows(self, rows: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        return gather_rows(self.target, rows, device)
+
+    def target_matrix(self) -> np.ndarray:
+        """Every target vector as one float32 array (a gallery for the metrics)."""
+        return self.target.detach().to(device="cpu", dtype=torch.float32).numpy()
+
+    def in_ram(self) -> Encoded:
+        """A float32 copy in RAM, as features were held before banks were memory-mapped."""
+        return Encoded(
+            self.reference.to(device="cpu", dtype=torch.float32, copy=True),
+            self.target.to(device="cpu", dtype=torch.float32, copy=True),
+        )
 
 
 def to_model_input(
@@ -61,18 +107,31 @@ def to_model_input(
     return (batch.float() / 255.0 - mean) / std
 
 
-@torch.no_grad()
+def iter_encoded(
+    method: CIRMethod, pixels: np.ndarray, device: torch.device, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(reference reps, target vectors) of consecutive batches of uint8 pixels, float32 on
+    the CPU, encoded in eval mode (the mode is restored after the last batch)."""
+    was_training = method.training
+    method.eval()
+    try:
+        for start in range(0, len(pixels), batch_size):
+            images = to_model_input(pixels[start : start + batch_size], method.transform, device)
+            with torch.no_grad(), autocast(device):
+                ref, tgt = method.encode_images(images)
+            yield ref.float().cpu(), tgt.float().cpu()
+    finally:
+        method.train(was_training)
+
+
 def encode_pixels(
     method: CIRMethod, pixels: np.ndarray, device: torch.device, batch_size: int
 ) -> Encoded:
     """Encode uint8 pixels in batches into reference reps and target vectors (on CPU)."""
     refs, tgts = [], []
-    for start in range(0, len(pixels), batch_size):
-        images = to_model_input(pixels[start : start + batch_size], method.transform, device)
-        with autocast(device):
-            ref, tgt = method.encode_images(images)
-        refs.append(ref.float().cpu())
-        tgts.append(tgt.float().cpu())
+    for ref, tgt in iter_encoded(method, pixels, device, batch_size):
+        refs.append(ref)
+        tgts.append(tgt)
     if not refs:
         raise ValueError("no images to encode")
     return Encoded(torch.cat(refs), torch.cat(tgts))
@@ -85,26 +144,39 @@ def encode_cached(
     device: torch.device,
     batch_size: int,
     cache: ArrayCache | None,
+    *,
+    dtype: str = "float32",
 ) -> Encoded:
     """:func:`encode_pixels`, through the feature cache when one is given.
+
+    Cached features are written batch by batch into ``dtype`` files (``float16`` halves a
+    bank; the key includes the dtype) and returned as tensors over the memory-mapped
+    files, not loaded: read them with :meth:`Encoded.reference_rows` /
+    :meth:`Encoded.target_rows`.
 
     Only pass a cache when the image side is frozen: the key includes a fingerprint of the
     image-side weights, so a cache used while they train just fills up with dead entries.
     """
+    if dtype not in FEATURE_DTYPES:
+        raise ValueError(f"feature dtype {dtype!r}: expected one of {FEATURE_DTYPES}")
     if cache is None:
-        return encode_pixels(method, pixels, device, batch_size)
-    key = digest("features", method.name, method.image_fingerprint(), pixels_key)
-    encoded: dict[str, Encoded] = {}
+        encoded = encode_pixels(method, pixels, device, batch_size)
+        if dtype == "float32":
+            return encoded
+        return Encoded(encoded.reference.to(torch.float16), encoded.target.to(torch.float16))
+    key = digest("features", method.name, method.image_fingerprint(), pixels_key, dtype)
 
-    def compute(part: str) -> np.ndarray:
-        if "enc" not in encoded:
-            encoded["enc"] = encode_pixels(method, pixels, device, batch_size)
-        return getattr(encoded["enc"], part).numpy()
+    def fill() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ref, tgt in iter_encoded(method, pixels, device, batch_size):
+            yield ref.numpy(), tgt.numpy()
 
-    meta = {"method": method.name, "images": len(pixels)}
-    ref = cache.get_or_compute("features", key + "-reference", lambda: compute("reference"), meta)
-    tgt = cache.get_or_compute("features", key + "-target", lambda: compute("target"), meta)
-    return Encoded(torch.from_numpy(np.array(ref)), torch.from_numpy(np.array(tgt)))
+    meta = {"method": method.name, "images": len(pixels), "dtype": dtype}
+    keys = [key + "-reference", key + "-target"]
+    # copy-on-write maps: tensors over the files, never loaded; an in-place write would
+    # stay private to this process (a read-only map would crash the process instead)
+    ref, tgt = cache.get_or_fill("features", keys, fill, len(pixels), meta, dtype, "c")
+    files = (cache.path("features", keys[0]), cache.path("features", keys[1]))
+    return Encoded(torch.from_numpy(ref), torch.from_numpy(tgt), files)
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -125,11 +197,11 @@ def query_features(
 ) -> np.ndarray:
     """L2-normalised query vectors for every query of the split, in query order."""
     split = images.split
-    rows = torch.from_numpy(images.rows([q.reference for q in split.queries]))
+    rows = images.rows([q.reference for q in split.queries])
     texts = [eval_text(split.dataset, q.captions) for q in split.queries]
     out = []
     for start in range(0, len(texts), batch_size):
-        ref = encoded.reference[rows[start : start + batch_size]].to(device)
+        ref = encoded.reference_rows(rows[start : start + batch_size], device)
         tokens = method.tokenize(texts[start : start + batch_size]).to(device)
         with autocast(device):
             out.append(method.encode_query(ref, tokens).float().cpu())
@@ -157,7 +229,7 @@ def evaluate_split(
         queries = query_features(method, images, encoded, device, batch_size)
     finally:
         method.train(was_training)
-    gallery = encoded.target.numpy()
+    gallery = encoded.target_matrix()
     refs = [q.reference for q in split.queries]
     if split.dataset == "fashioniq":
         proto = get_fashioniq_protocol(protocol)
@@ -215,7 +287,7 @@ def cirr_submission_rankings(
     encoded = encode_pixels(method, images.pixels, device, batch_size)
     queries = query_features(method, images, encoded, device, batch_size)
     refs = [q.reference for q in split.queries]
-    gallery = encoded.target.numpy()
+    gallery = encoded.target_matrix()
     top50 = topk_names(queries, gallery, split.gallery, 50, refs)
     top3 = subset_topk_names(
         queries, gallery, split.gallery, refs, [list(q.group) for q in split.queries], 3

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench.config import ExperimentSpec, SpecError, parse_spec
 from bench.data.circo import (
     circo_query_text,
     image_file_name,
@@ -29,12 +31,16 @@ from bench.data.synthetic_circo import (
     circo_values,
     generate_circo,
 )
+from bench.engine import build_session, run_dir_for, train
 from bench.errors import DataFormatError, MetricInputError
+from bench.features import ArrayCache
 from bench.metrics import (
     circo_metrics,
     circo_metrics_from_features,
     circo_metrics_from_rankings,
 )
+from bench.positives.pipeline import build_positives
+from bench.positives.writer import read_generated, read_provenance
 from bench.submission import (
     check_circo_submission,
     circo_submission,
@@ -43,6 +49,7 @@ from bench.submission import (
     validate_circo_submission,
     write_circo_submission,
 )
+from tests.conftest import cirbench_home
 
 KS = (5, 10, 25, 50)
 VAL_KEYS = {
@@ -602,3 +609,105 @@ def test_larger_sizes_can_be_planned(size: str) -> None:
     assert min(gts) >= 2 and max(gts) <= MAX_GTS and 3.0 <= float(np.mean(gts)) <= 9.0
     refs = [q["reference"] for s in queries.values() for q in s]
     assert len(refs) == len(set(refs))
+
+
+# --------------------------------------------------------------------------- zero-shot training
+# CIRCO has no training split: a CIRCO run trains on generated triplets from an out-of-
+# domain pool (written as CIRR caption records next to the CIRCO annotations), then
+# optionally the bank stage, and is scored on CIRCO val with mAP@K.
+
+ZS_NAME = "zs-circo"
+ZS_POSITIVES = {
+    "name": ZS_NAME,
+    "captioner": "oracle",
+    "pool": "pool",
+    "backbone": {"pretrained": "random"},
+    "rank_lo": 1,
+    "rank_hi": 30,
+    "K": 96,
+    "templates": ["instead", "unlike"],
+}
+
+
+def circo_spec(**spn: Any) -> ExperimentSpec:
+    return parse_spec(
+        {
+            "name": "circo-zs-tiny",
+            "experiment": "cirbench-circo-tests",
+            "dataset": {"format": "circo", "synthetic_size": "tiny"},
+            "backbone": {"pretrained": "random"},
+            "train": {"epochs": 1, "batch_size": 16, "phases": {"combiner": {"epochs": 1}}},
+            "eval": {"batch_size": 128},
+            "spn": {"zero_shot": True, "positives": ZS_POSITIVES, **spn},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from cirbench_home(tmp_path_factory)
+
+
+def test_circo_without_zero_shot_is_a_clear_error(synth: Path, tmp_path: Path) -> None:
+    data = circo_spec().model_dump(mode="json")
+    with pytest.raises(SpecError, match=r"CIRCO has no training split.*spn\.zero_shot: true"):
+        parse_spec({**data, "spn": {}})
+    with pytest.raises(SpecError, match="CIRCO has no training split"):  # P without zero-shot
+        parse_spec({**data, "spn": {"positives": ZS_POSITIVES}})
+    train_pool = {**ZS_POSITIVES, "pool": "train"}
+    with pytest.raises(SpecError, match=r"pool 'train'.*does not exist for CIRCO"):
+        parse_spec({**data, "spn": {"zero_shot": True, "positives": train_pool}})
+    with pytest.raises(ValueError, match="CIRCO has no training split"):  # the pipeline too
+        build_positives(
+            synth / "circo", "circo", train_pool, cache=ArrayCache(tmp_path), progress=False
+        )
+
+
+def test_circo_zero_shot_end_to_end(home: Path) -> None:
+    spec = circo_spec()
+    assert spec.spn.composition == "ZS"
+    session = build_session(spec, progress=False, pretrained=False)
+    root = session.data.root
+    assert session.data.train == [] and session.data.train_split == []
+    epoch = session.epoch_triplets(0)
+    assert len(epoch) == 96 and all(t.source == f"generated/{ZS_NAME}" for t in epoch)
+    # the layout: CIRR caption records + image split next to the annotations, provenance
+    ann = root / "annotations"
+    records = read(ann / f"cap.rc2.train.extend_{ZS_NAME}.json")
+    assert len(records) == 96 and {"pairid", "reference", "target_hard", "caption"} <= set(
+        records[0]
+    )
+    mapping = read(ann / f"split.rc2.train.extend_{ZS_NAME}.json")
+    assert all(p.startswith(f"./extend_{ZS_NAME}/") for p in mapping.values())
+    provenance = read_provenance(root, "circo", ZS_NAME)
+    assert provenance is not None and provenance["format"] == "circo"
+    assert provenance["pool"]["kind"] == "pool" and "CIRCO" in provenance["layout"]
+    triplets, paths = read_generated(root, "circo", ZS_NAME)
+    assert [(t.reference, t.target) for t in triplets] == [(t.reference, t.target) for t in epoch]
+    # training images: the generated set's pool images only, one-object pool images,
+    # none of them a CIRCO image; the CIRCO split reads as before
+    assert set(session.pool_names) == set(paths)
+    assert all(n.startswith("pool-fiq-") for n in session.pool_names)
+    val = load_circo_split(root, "val")
+    assert val.findings == [] and len(val.gallery) == CIRCO_SIZES["tiny"].images
+    assert set(val.gallery).isdisjoint(session.pool_names)
+
+    result = train(spec, progress=False)
+    assert [h["phase"] for h in result.history] == ["finetune", "combiner"]
+    assert set(result.metrics) == {f"mAP@{k}" for k in KS}
+    assert all(0.0 <= v <= 100.0 for v in result.metrics.values())
+    run = mlflow.MlflowClient().get_run(result.mlflow_run_id)
+    assert {"val.mAP_at_5", "val.mAP_at_50", "final.mAP_at_10"} <= set(run.data.metrics)
+    assert run.data.metrics["final.mAP_at_10"] == pytest.approx(result.metrics["mAP@10"])
+    assert run.data.tags["cirbench.composition"] == "ZS"
+    assert run.data.tags["cirbench.dataset"] == "circo"
+
+    with_bank = circo_spec(negatives={"epochs": 1, "batch_size": 32, "half_bank": True})
+    assert with_bank.spn.composition == "ZS+N"
+    assert run_dir_for(with_bank.stage1_spec()) == result.run_dir  # ZS is its stage 1
+    bank_result = train(with_bank, progress=False)
+    assert [h["phase"] for h in bank_result.history] == ["spn_negatives"]
+    assert set(bank_result.metrics) == {f"mAP@{k}" for k in KS}
+    run = mlflow.MlflowClient().get_run(bank_result.mlflow_run_id)
+    assert run.data.tags["cirbench.composition"] == "ZS+N"
+    assert run.data.tags["cirbench.stage1_checkpoint"] == str(result.best_checkpoint)

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
+import numpy as np
 import pytest
 import torch
 
+from bench import engine
 from bench.config import ExperimentSpec, parse_spec
-from bench.engine import BankObjective, build_session, plan_phases, run_dir_for, train
+from bench.engine import (
+    BankObjective,
+    _train_epoch,
+    build_optimizer,
+    build_schedule,
+    build_session,
+    make_objective,
+    plan_phases,
+    run_dir_for,
+    set_trainable,
+    train,
+    training_features,
+)
 from bench.method_bases import method_base, methods_with_bases
 from methods import list_methods
 from tests.conftest import cirbench_home
@@ -187,3 +203,147 @@ def test_every_method_runs_all_four_compositions(method):
     assert [h["phase"] for h in results["P"].history] == ["spn_positives"]
     assert [h["phase"] for h in results["N"].history] == ["spn_negatives"]
     assert [h["phase"] for h in results["P+N"].history] == ["spn_negatives"]
+
+
+# ----------------------------------------------------------------------------- half, mapped bank
+# The bank stage's features live in the feature cache: float16 with half_bank, memory-
+# mapped (tensors over the files), read a batch of rows at a time; the full-bank logits
+# are computed chunk-wise. Results equal the float32 in-RAM computation.
+
+
+def mapped_files() -> list[tuple[int, int, str]]:
+    """(start, end, path) of every file mapping of this process (Linux /proc)."""
+    out = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6:
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            out.append((start, end, parts[5]))
+    return out
+
+
+def is_mapped_from(tensor: torch.Tensor, path: Path) -> bool:
+    pointer = tensor.data_ptr()
+    return any(s <= pointer < e and name == str(path) for s, e, name in mapped_files())
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_half_bank_is_float16_on_disk_and_memory_mapped():
+    spec = spec_with(negatives={**NEGATIVES, "half_bank": True})
+    session = build_session(spec, progress=False, pretrained=False)
+    [(phase, _)] = plan_phases(spec, session.method)
+    half = training_features(session, phase.image_frozen(session.method), bank=True)
+    full = training_features(session, True, bank=False)  # stage-1 phases: float32
+    assert half is not None and full is not None and half.files and full.files
+    assert set(half.files).isdisjoint(full.files)  # the dtype is part of the key
+    for tensor, path in zip((half.reference, half.target), half.files, strict=True):
+        assert np.load(path).dtype == np.float16 and tensor.dtype == torch.float16
+        assert is_mapped_from(tensor, path)  # a view of the file, not a copy in RAM
+    assert np.load(full.files[1]).dtype == np.float32 and is_mapped_from(full.target, full.files[1])
+    rows = np.array([5, 0, 17, 5])
+    got = half.target_rows(rows, session.device)
+    assert got.dtype == torch.float32  # upcast on read
+    torch.testing.assert_close(got, full.target_rows(rows, session.device), atol=1e-3, rtol=0)
+    session.features_in_ram = True  # the previous behaviour: a float32 copy in RAM
+    copy = training_features(session, True, bank=True)
+    assert copy is not None and copy.files is None and copy.target.dtype == torch.float32
+    assert not is_mapped_from(copy.target, half.files[1])
+
+
+def mapped_bank(tmp_path: Path, bank: torch.Tensor, dtype: str) -> torch.Tensor:
+    path = tmp_path / f"bank-{dtype}.npy"
+    np.save(path, bank.numpy().astype(dtype))
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
+def in_ram_loss(query, bank, positives, neg_num, generator, scale):
+    """The bank objective as it was computed on an in-RAM float32 bank (plain autograd)."""
+    if neg_num is None:
+        return torch.nn.functional.cross_entropy(query @ bank.t() * scale, positives)
+    draws = torch.randint(0, bank.shape[0] - 1, (len(query), neg_num), generator=generator)
+    rows = torch.cat([positives[:, None], draws + (draws >= positives[:, None]).long()], dim=1)
+    logits = torch.einsum("bd,bkd->bk", query, bank[rows]) * scale
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("neg_num", [None, 20])
+def test_chunked_mapped_bank_equals_the_in_ram_computation(tmp_path, dtype, neg_num):
+    torch.manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1)
+    mapped = mapped_bank(tmp_path, bank, dtype)
+    in_ram = mapped.float().clone()  # what the file holds, as float32 in RAM
+    positives = torch.tensor([3, 0, 49, 3])
+    start = bank[positives] + 0.1 * torch.randn(4, 8)
+    # chunked: 8 chunks of 7 rows, the last one short
+    objective = BankObjective(0.05, learnable=True, neg_num=neg_num, chunk_rows=7)
+    query = start.clone().requires_grad_(True)
+    loss = objective(query, mapped, positives, torch.Generator().manual_seed(3))
+    loss.backward()
+    plain_query = start.clone().requires_grad_(True)
+    scale = torch.tensor(1 / 0.05).log().requires_grad_(True)
+    expected = in_ram_loss(
+        plain_query, in_ram, positives, neg_num, torch.Generator().manual_seed(3), scale.exp()
+    )
+    expected.backward()
+    tol = {"atol": 1e-6, "rtol": 1e-5}
+    torch.testing.assert_close(loss.detach(), expected.detach(), **tol)
+    torch.testing.assert_close(query.grad, plain_query.grad, **tol)
+    torch.testing.assert_close(objective.log_scale.grad, scale.grad, **tol)
+
+
+def test_neg_num_is_honoured_on_a_mapped_half_bank(tmp_path):
+    torch.manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(40, 8), dim=-1)
+    mapped = mapped_bank(tmp_path, bank, "float16")
+    positives = torch.tensor([0, 7, 39])
+    query = bank[positives].clone()
+    seen = []
+    original = engine.gather_rows
+
+    def spy(array, rows, device, dtype=torch.float32):
+        seen.append(rows)
+        return original(array, rows, device, dtype)
+
+    objective = BankObjective(0.02, learnable=False, neg_num=5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "gather_rows", spy)
+        loss = objective(query, mapped, positives, torch.Generator().manual_seed(4))
+    [rows] = seen  # one gather: the positive and exactly neg_num negatives per query
+    assert rows.shape == (3, 6) and torch.equal(rows[:, 0], positives)
+    assert not (rows[:, 1:] == positives[:, None]).any()
+    draws = torch.randint(0, 39, (3, 5), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(rows[:, 1:], draws + (draws >= positives[:, None]).long())
+    candidates = mapped[rows].float()
+    logits = torch.einsum("bd,bkd->bk", query, candidates) / 0.02
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_float32_mapped_bank_stage_equals_the_in_ram_stage():
+    """One bank-stage epoch from the same weights: memory-mapped float32 features (the
+    default) and the previous float32-in-RAM features give the same loss and weights;
+    the float16 bank trains too, to a close loss."""
+    results = {}
+    for name, half, in_ram in (
+        ("mapped", False, False),
+        ("ram", False, True),
+        ("half", True, False),
+    ):
+        spec = spec_with(negatives={**NEGATIVES, "neg_num": None, "half_bank": half})
+        session = build_session(spec, progress=False, pretrained=False)
+        session.features_in_ram = in_ram
+        [(phase, cfg)] = plan_phases(spec, session.method)
+        params = set_trainable(session.method, phase)
+        objective = make_objective(spec, session.method, phase)
+        optimizer = build_optimizer(params, cfg)
+        schedule = build_schedule(optimizer, cfg, 10)
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        loss, _ = _train_epoch(
+            session, phase, 0, 0, cfg, optimizer, schedule, scaler, True, objective, None
+        )
+        results[name] = (loss, session.method.state_dict())
+    assert results["mapped"][0] == pytest.approx(results["ram"][0], rel=1e-5)
+    for key, value in results["ram"][1].items():
+        torch.testing.assert_close(results["mapped"][1][key], value, atol=1e-6, rtol=1e-5)
+    assert results["half"][0] == pytest.approx(results["ram"][0], rel=1e-2)

@@ -75,8 +75,8 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, str, Any]:
 
     data, dataset = load_positives_spec(args.spec, args.set)
     fmt = args.format or (dataset or {}).get("format")
-    if fmt not in ("fashioniq", "cirr"):
-        raise CirbenchError("give --format fashioniq|cirr (or a spec with dataset.format)")
+    if fmt not in ("fashioniq", "cirr", "circo"):
+        raise CirbenchError("give --format fashioniq|cirr|circo (or a spec with dataset.format)")
     if args.root is not None:
         root = Path(args.root)
     elif dataset is not None:
@@ -181,8 +181,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
             metavar="KEY=VALUE",
             help="override a spec field, e.g. --set rank_lo=100 (repeatable)",
         )
-        parser.add_argument("--format", choices=("fashioniq", "cirr"))
-        parser.add_argument("--root", type=Path, help="dataset folder (FashionIQ or CIRR)")
+        parser.add_argument("--format", choices=("fashioniq", "cirr", "circo"))
+        parser.add_argument("--root", type=Path, help="dataset folder (FashionIQ, CIRR or CIRCO)")
         parser.add_argument(
             "--cache", type=Path, help="cache folder (default: $CIRBENCH_HOME/cache)"
         )

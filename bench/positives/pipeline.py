@@ -1,12 +1,15 @@
 """The positive-scaling pipeline as named, cached steps.
 
 ``build_positives(root, format, spec)`` runs, for each group of the pool (one group per
-FashionIQ category, one for CIRR):
+FashionIQ category, one for CIRR and CIRCO):
 
 1. ``pool``: the images — the dataset's own training images (``pool: train``, in-domain),
    the synthetic benchmark's unlabeled pool (``pool: pool``, ``<synthetic root>/pool``) or
    any folder of images (out-of-domain; for FashionIQ, sub-folders named after the
-   categories are matched within their category);
+   categories are matched within their category). CIRCO has no training split, so its
+   generated sets are out-of-domain only; its ``pool: pool`` is the pool's one-object
+   (FashionIQ-style) images of every category, the kind of image the synthetic CIRCO
+   gallery holds;
 2. ``embeddings`` of every pool image with the matching backbone (feature cache, keyed by
    weights + image list + preprocessing);
 3. ``dedup`` (optional): near-duplicates removed (cosine similarity > threshold);
@@ -14,8 +17,9 @@ FashionIQ category, one for CIRR):
    description and the category: a changed pool or threshold captions only new images);
 5. ``match``: (reference, target) pairs from the rank window (or at random);
 6. ``compose``: the optional cap ``K`` on the total, then one template per triplet;
-7. ``write``: the dataset's own caption-file format next to the official files, with a
-   provenance record (skipped when the files of the same build are already there).
+7. ``write``: the dataset's own caption-file format next to the official files (CIRCO,
+   evaluation-only: CIRR caption records next to its annotations), with a provenance
+   record (skipped when the files of the same build are already there).
 
 The paper's order is de-duplicate, caption, match (SPN4CIR README: "0. Image
 De-Duplicate", "1. Caption Generation", "2. Image Pair Match"); captioning after dedup
@@ -157,8 +161,15 @@ def _scan_folder(folder: Path) -> dict[str, Path]:
     return found
 
 
+#: Which images of the synthetic unlabeled pool (``metadata/images.json`` field
+#: ``dataset``) serve a format's ``pool: pool``: CIRCO's synthetic gallery holds one-object
+#: images, the pool's FashionIQ-style kind (all categories, one group).
+POOL_DATASET = {"fashioniq": "fashioniq", "cirr": "cirr", "circo": "fashioniq"}
+FORMATS = tuple(POOL_DATASET)
+
+
 def _categories(format: str, spec: PositivesSpec) -> list[str | None]:
-    if format == "cirr":
+    if format in ("cirr", "circo"):
         return [None]
     return list(spec.categories or fiq_reader.CATEGORIES)
 
@@ -166,6 +177,11 @@ def _categories(format: str, spec: PositivesSpec) -> list[str | None]:
 def resolve_pool(root: Path, format: str, spec: PositivesSpec) -> list[PoolGroup]:
     """The pool's groups (see the module docstring for the pool kinds)."""
     groups: list[PoolGroup] = []
+    if spec.pool == "train" and format == "circo":
+        raise ValueError(
+            "pool 'train': CIRCO has no training split; build CIRCO's generated triplets "
+            "from an out-of-domain pool (pool: pool, or a folder of images)"
+        )
     if spec.pool == "train":
         for category in _categories(format, spec):
             if format == "fashioniq":
@@ -188,7 +204,7 @@ def resolve_pool(root: Path, format: str, spec: PositivesSpec) -> list[PoolGroup
             names = sorted(
                 n
                 for n, info in meta.items()
-                if info.get("dataset") == format
+                if info.get("dataset") == POOL_DATASET[format]
                 and (category is None or info.get("category") == category)
             )
             paths = {n: pool_dir / "images" / f"{n}.png" for n in names}
@@ -217,7 +233,8 @@ def resolve_pool(root: Path, format: str, spec: PositivesSpec) -> list[PoolGroup
 
 
 def _train_image_names(root: Path, format: str) -> dict[str, Path]:
-    """Every training image of the dataset (to keep out-of-domain names from colliding)."""
+    """Every training image of the dataset (to keep out-of-domain names from colliding;
+    CIRCO has none)."""
     names: dict[str, Path] = {}
     if format == "fashioniq":
         for category in fiq_reader.CATEGORIES:
@@ -225,7 +242,7 @@ def _train_image_names(root: Path, format: str) -> dict[str, Path]:
             if path.is_file():
                 for n in json.loads(path.read_text(encoding="utf-8")):
                     names[n] = root / "images" / n
-    else:
+    elif format == "cirr":
         path = cirr_reader.split_file(root, "train")
         if path.is_file():
             names.update(
@@ -251,8 +268,8 @@ class PositivesBuild:
         backbone: Any = None,
         device: str | None = None,
     ) -> None:
-        if format not in ("fashioniq", "cirr"):
-            raise ValueError(f"unknown dataset format {format!r}; expected fashioniq or cirr")
+        if format not in FORMATS:
+            raise ValueError(f"unknown dataset format {format!r}; expected one of {FORMATS}")
         if cache is None:
             from bench.paths import cache_dir
 
@@ -617,9 +634,16 @@ class PositivesBuild:
             pool["path"] = str(Path(spec.pool).expanduser().resolve())
         else:
             pool["path"] = str(self.root.resolve())
+        layout = (
+            "CIRR caption records next to the CIRCO annotations: training data for a "
+            "zero-shot run evaluated on CIRCO (CIRCO has no training split)"
+            if self.format == "circo"
+            else f"the official {self.format} caption format"
+        )
         return {
             "generator": GENERATOR,
             "build_key": build_key,
+            "layout": layout,
             "spec": spec.model_dump(mode="json"),
             "captioner": self.captioner.describe(),
             "backbone": backbone,

@@ -35,6 +35,15 @@ official readers then read them as a split of their own: FashionIQ
 ``load_fashioniq_split(root, cat, "extend_<name>.train")``, CIRR
 ``load_cirr_split(root, "train.extend_<name>")``.
 
+CIRCO (``root`` = the CIRCO folder; CIRCO has no training split, so a CIRCO-evaluated run
+trains zero-shot on generated triplets only): the CIRR records above, next to the
+official annotations, with the images of the (necessarily out-of-domain) pool in
+``extend_<name>/``::
+
+    annotations/cap.rc2.train.extend_<name>.json          CIRR caption records
+    annotations/split.rc2.train.extend_<name>.json        name -> "./extend_<name>/<file>"
+    annotations/cap.rc2.train.extend_<name>.provenance.json
+
 Every file is written atomically; the provenance file is written last and lists the files.
 """
 
@@ -54,7 +63,7 @@ from bench.data import cirr as cirr_reader
 from bench.data import fashioniq as fiq_reader
 from bench.errors import DataFormatError
 
-FORMATS = ("fashioniq", "cirr")
+FORMATS = ("fashioniq", "cirr", "circo")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -85,12 +94,28 @@ def _check_format(format: str) -> None:
 
 
 def annotation_dir(root: Path, format: str) -> Path:
-    """The folder holding ``captions/`` and ``image_splits/``."""
-    return cirr_reader.annotation_root(root) if format == "cirr" else Path(root)
+    """The folder holding ``captions/`` and ``image_splits/`` (CIRCO: ``annotations/``)."""
+    if format == "cirr":
+        return cirr_reader.annotation_root(root)
+    if format == "circo":
+        return Path(root) / "annotations"
+    return Path(root)
+
+
+def captions_folder(root: Path, format: str) -> Path:
+    """Where the generated caption files (and the provenance) go."""
+    ann = annotation_dir(root, format)
+    return ann if format == "circo" else ann / "captions"
+
+
+def splits_folder(root: Path, format: str) -> Path:
+    """Where the generated image-split files go."""
+    ann = annotation_dir(root, format)
+    return ann if format == "circo" else ann / "image_splits"
 
 
 def caption_file_name(format: str, name: str, category: str | None = None) -> str:
-    if format == "cirr":
+    if format in ("cirr", "circo"):
         return f"cap.rc2.train.extend_{name}.json"
     return (
         f"cap.{category}.extend_{name}.train.json" if category else f"cap.extend_{name}.train.json"
@@ -98,7 +123,7 @@ def caption_file_name(format: str, name: str, category: str | None = None) -> st
 
 
 def split_file_name(format: str, name: str, category: str | None = None) -> str:
-    if format == "cirr":
+    if format in ("cirr", "circo"):
         return f"split.rc2.train.extend_{name}.json"
     if category:
         return f"split.{category}.extend_{name}.train.json"
@@ -108,7 +133,7 @@ def split_file_name(format: str, name: str, category: str | None = None) -> str:
 def provenance_path(root: str | Path, format: str, name: str) -> Path:
     _check_format(format)
     stem = caption_file_name(format, check_name(name)).removesuffix(".json")
-    return annotation_dir(Path(root), format) / "captions" / f"{stem}.provenance.json"
+    return captions_folder(Path(root), format) / f"{stem}.provenance.json"
 
 
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2) -> None:
@@ -186,8 +211,7 @@ def write_generated(
     _check_format(format)
     check_name(name)
     root = Path(root)
-    ann = annotation_dir(root, format)
-    captions_dir, splits_dir = ann / "captions", ann / "image_splits"
+    captions_dir, splits_dir = captions_folder(root, format), splits_folder(root, format)
     outside = dict(outside_images or {})
     old = read_provenance(root, format, name)
     files: dict[str, Path] = {}
@@ -339,8 +363,8 @@ def read_generated(
     _check_format(format)
     check_name(name)
     root = Path(root)
-    ann = annotation_dir(root, format)
-    path = ann / "captions" / caption_file_name(format, name)
+    path = captions_folder(root, format) / caption_file_name(format, name)
+    splits_dir = splits_folder(root, format)
     records = _load_records(path)
     triplets: list[GeneratedTriplet] = []
     if format == "fashioniq":
@@ -391,8 +415,8 @@ def read_generated(
             )
         paths = {}
         for split_path in (
-            ann / "image_splits" / "split.rc2.train.json",
-            ann / "image_splits" / split_file_name(format, name),
+            splits_dir / "split.rc2.train.json",
+            splits_dir / split_file_name(format, name),
         ):
             if split_path.is_file():
                 mapping = json.loads(split_path.read_text(encoding="utf-8"))
