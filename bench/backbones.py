@@ -70,7 +70,9 @@ class Backbone:
 #: A family loader: (name after the prefix, pretrained source, seed, target pad ratio).
 BackboneLoader = Callable[[str, "str | Path | None", int, "float | None"], Backbone]
 #: family prefix -> module that registers its loader on import.
-BACKBONE_FAMILIES: dict[str, str] = {}
+BACKBONE_FAMILIES: dict[str, str] = {
+    "hf-blip2": "bench.backbones_blip2",
+}
 _FAMILY_LOADERS: dict[str, BackboneLoader] = {}
 
 
