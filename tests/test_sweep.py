@@ -312,3 +312,31 @@ def test_postgresql_storage_shared_by_two_workers(postgres_url):
     study = optuna.load_study(study_name="bank_size-quick", storage=postgres_url)
     assert len(study.trials) == 3
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+
+
+# ----------------------------------------------------------------------------- ablate
+
+
+def test_quick_ablate_writes_every_suite_report(tmp_path):
+    """`nox -s ablate -- --quick` in CI: every suite swept and reported (CLIP4CIR; the
+    other methods' compositions are covered by tests/test_spn.py)."""
+    from bench.sweep import ABLATE_SUITES, ablate
+
+    out = tmp_path / "reports"
+    seconds = ablate(profile=QUICK, methods=ONLY, storage=str(tmp_path / "j.log"), out=out)
+    assert set(seconds) == {*ABLATE_SUITES, "total"}
+    index = (out / "index.md").read_text()
+    for suite in ABLATE_SUITES:
+        assert f"[{suite}]({suite}/index.md)" in index
+        tables = list((out / suite).glob("*.md"))
+        assert len(tables) >= 2  # index.md and at least one table
+        for table in tables:
+            if table.name != "index.md":
+                rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+                assert len(rows) >= 2, f"{table}: no data rows"  # header + data
+    k_table = (out / "positives_count" / "positives_count_fashioniq.md").read_text()
+    assert all(f"| {k} |" in k_table for k in (100, 300, 1000, 3000))
+    zs_table = (out / "zero_shot" / "zero_shot_cirr.md").read_text()
+    assert "| ZS+N |" in zs_table and "| ZS-ood+N |" in zs_table
+    for plot in ("positives_count/positives_count_K.png", "zero_shot/zero_shot_bars.png"):
+        assert (out / plot).stat().st_size > 5000
