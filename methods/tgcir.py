@@ -24,21 +24,27 @@ iLearn-Lab/MM23-TG-CIR ``model.py``):
 * The architecture above is SPN's ``CIRPlus`` (their stage-2 model), which keeps separate
   text copies of the masks and the token learner. The original TG-CIR shares one set of
   masks / token learner between image and text; SPN deep-copies them into the text side
-  when stage 2 starts. Here the text heads are separate from the start (so the image side
-  and the query side are disjoint parameter groups) and the text token learner starts
-  as a copy of the image one.
+  when stage 2 starts (from then on the text tower, the text heads and the gate train; the
+  image tower and the image heads are frozen, exactly this module's image / query sides).
+  Here the text heads are separate from the start (so the image side and the query side
+  are disjoint parameter groups) and the text token learner starts as a copy of the
+  image one.
 * ``loss: infonce`` (default) is the one InfoNCE loss of the SPN variant: the query
   against the batch's targets, scaled by a learnable logit scale initialised at 10
   (TG-CIR's ``loss_T``). ``loss: original`` adds the original TG-CIR's teacher branch
   and its extra terms, with its default weights: the teacher (target-guided) fusion
-  ``remain = MLP_r([ref, tgt]) * ref + MLP_p([text, tgt]) * text`` on detached ref / text
+  ``t = g_remain([ref, tgt]) * ref + g_replace([text, tgt]) * text`` on detached ref / text
   tokens and its InfoNCE over flattened, per-token weighted unit tokens (lambda 1), the
   remain + replace = 1 constraint (eta 1), the token orthogonality regulariser
   (mu 0.1), the student-teacher gate distillation (nu 10) and the KL distillation at
-  temperature 0.1 (kappa 0.5). The SPN authors took their stage-1 checkpoints from the
-  original code, so the ``real`` profile uses ``loss: original``.
+  temperature 0.1 (kappa 0.5; its target distribution is the teacher's target-to-target
+  similarity, detached, as the code computes it). The SPN authors took their stage-1
+  checkpoints from the original code, so the ``real`` profile uses ``loss: original``.
 * The original trains the CLIP parameters at lr 1e-5 and the heads at 1e-4 (step decay);
   the engine has one learning rate per phase (see ``experiments/methods/tgcir.yaml``).
+* Preprocessing: TG-CIR and SPN's copy use CLIP's own resize / center-crop (the ``real``
+  profile sets ``target_pad_ratio: null``); the ``synthetic`` profile keeps TargetPad, as
+  CLIP4CIR's does, so the two compare on the same pixels.
 """
 
 from __future__ import annotations
@@ -170,6 +176,12 @@ class TgCir(CIRMethod):
             raise BackboneError(
                 f"TG-CIR needs a ViT image tower for its patch tokens; backbone {backbone.arch!r} "
                 f"has {type(getattr(self.clip, 'visual', None)).__name__}"
+            )
+        if not hasattr(self.clip.visual, "forward_intermediates"):
+            raise BackboneError(
+                f"TG-CIR reads the ViT's output tokens with VisionTransformer."
+                f"forward_intermediates, which open_clip {open_clip.__version__} lacks; "
+                "upgrade open_clip_torch"
             )
         text_tower = getattr(self.clip, "text", None)
         if isinstance(text_tower, TextTransformer):
