@@ -71,6 +71,7 @@ class Backbone:
 BackboneLoader = Callable[[str, "str | Path | None", int, "float | None"], Backbone]
 #: family prefix -> module that registers its loader on import.
 BACKBONE_FAMILIES: dict[str, str] = {
+    "hf-blip": "bench.backbones_blip",
     "hf-blip2": "bench.backbones_blip2",
 }
 _FAMILY_LOADERS: dict[str, BackboneLoader] = {}
