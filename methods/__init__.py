@@ -68,7 +68,4 @@ def create_method(name: str, backbone: Backbone, params: dict[str, Any] | None =
 
 
 # Registered methods: one import per file.
-from methods import clip4cir  # noqa: E402, F401
-from methods import tgcir  # noqa: E402, F401
-from methods import blip4cir  # noqa: E402, F401
-from methods import sprc  # noqa: E402, F401
+from methods import blip4cir, clip4cir, sprc, tgcir  # noqa: E402, F401
