@@ -34,10 +34,11 @@ def test_pretraining_is_cached_by_data_and_config(isolated_home):
     assert other != path  # another config, another entry
 
 
-def test_methods_command_lists_clip4cir(capsys):
+def test_methods_command_lists_the_four_methods(capsys):
     assert main(["methods"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("clip4cir") and "finetune, combiner" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["blip4cir_bi", "clip4cir", "sprc", "tgcir"]
+    assert "finetune, combiner" in lines[1]
 
 
 def test_cirr_submission_from_a_trained_checkpoint(isolated_home, tmp_path):
