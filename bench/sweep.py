@@ -399,7 +399,7 @@ def _run_trial(ctx: StudyContext, trial: Any, value: int) -> float:
         run_ids.append(outcome.run_id)
         trial.set_user_attr(f"seed{seed}", outcome.metrics[spec.objective])
     trial.set_user_attr("mlflow_run_ids", run_ids)
-    trial.set_user_attr("std", statistics.pstdev(values) if len(values) > 1 else 0.0)
+    trial.set_user_attr("std", statistics.stdev(values) if len(values) > 1 else 0.0)
     return statistics.fmean(values)
 
 
