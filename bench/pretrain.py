@@ -28,6 +28,7 @@ from bench.config import TrainSpec
 from bench.data.experiment import ensure_synthetic
 from bench.features import ArrayCache, digest, image_list_digest, load_pixels
 from bench.paths import cache_dir
+from bench.tracking import exclusive
 
 _METADATA_FILES = (
     "fashioniq/metadata/images.json",
@@ -105,7 +106,9 @@ def ensure_synthetic_backbone(
     if final.is_file():
         return final
     out_dir.mkdir(parents=True, exist_ok=True)
-    _pretrain(arch, names, paths, texts, config, out_dir, progress, tracking, key)
+    with exclusive(out_dir.with_name(f".{out_dir.name}.lock")):  # one process pre-trains
+        if not final.is_file():
+            _pretrain(arch, names, paths, texts, config, out_dir, progress, tracking, key)
     return final
 
 

@@ -171,6 +171,25 @@ def _stage1_groups(points: list[Point]) -> list[list[Point]]:
     return list(groups.values())
 
 
+def prepare_shared_inputs(run: SuiteRun, points: list[Point], progress: bool) -> None:
+    """Build what every point of ``points`` reads and none owns (the synthetic data and a
+    synthetic pre-trained backbone) here, with all this process's threads, before workers
+    start: a worker limited to its share of the threads would otherwise build it while the
+    others wait on its lock."""
+    from bench.data.experiment import dataset_root
+    from bench.engine import resolve_pretrained
+
+    seen: set[tuple[Any, ...]] = set()
+    for point in points:
+        spec = run.spec(point)
+        data = spec.dataset
+        key = (data.root, data.synthetic_size, data.synthetic_seed, spec.backbone.arch)
+        if key not in seen:
+            seen.add(key)
+            dataset_root(spec.dataset, progress=progress)
+            resolve_pretrained(spec, progress)
+
+
 def _grid_worker(args: tuple[Any, ...]) -> list[PointOutcome]:
     run, group, parent_id, threads = args
     _limit_threads(threads)
@@ -189,6 +208,7 @@ def run_grid(run: SuiteRun, *, workers: int = 1, progress: bool = True) -> Sweep
                 bar.set_postfix_str(point.label())
                 result.outcomes.append(run_point(run, point, parent.run_id, progress))
         else:
+            prepare_shared_inputs(run, points, progress)
             groups = _stage1_groups(points)
             threads = max(1, (os.cpu_count() or 1) // workers)
             jobs = [(run, g, parent.run_id, threads) for g in groups]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 
 from bench.cli import main
 from bench.config import parse_spec
 from bench.engine import train, write_submission
+from bench.paths import synthetic_root
 from bench.pretrain import PretrainConfig, ensure_synthetic_backbone
 from bench.submission import validate_cirr_submission
 from tests.conftest import cirbench_home
@@ -32,6 +37,26 @@ def test_pretraining_is_cached_by_data_and_config(isolated_home):
         size="tiny", config=PretrainConfig(epochs=1, batch_size=64, lr=1e-4), progress=False
     )
     assert other != path  # another config, another entry
+
+
+def _build_shared_inputs(seed: int) -> str:
+    config = PretrainConfig(epochs=1, batch_size=64)
+    return str(ensure_synthetic_backbone(size="tiny", seed=seed, config=config, progress=False))
+
+
+def test_processes_needing_the_same_data_and_backbone_build_them_once(isolated_home):
+    """Sweep workers start together: the synthetic data is generated and the backbone
+    pre-trained by one of them while the other waits (no clobbered partial folder)."""
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        paths = list(pool.map(_build_shared_inputs, [7, 7]))
+    assert paths[0] == paths[1]
+    assert (synthetic_root("tiny", 7) / "synthetic.json").is_file()
+    assert not synthetic_root("tiny", 7).with_name("synthetic-tiny-seed7.partial").exists()
+    runs = mlflow.search_runs(
+        experiment_names=["cirbench-backbones"],
+        filter_string=f"tags.`cirbench.cache_key` = '{Path(paths[0]).parent.name.split('-')[-1]}'",
+    )
+    assert len(runs) == 1  # pre-trained once, not once per process
 
 
 def test_methods_command_lists_the_four_methods(capsys):

@@ -18,6 +18,7 @@ from bench.data import circo, cirr, fashioniq
 from bench.data.records import CIRSplit
 from bench.features import ArrayCache
 from bench.paths import synthetic_root
+from bench.tracking import exclusive
 
 
 @dataclass(frozen=True)
@@ -63,17 +64,22 @@ def eval_text(format: str, captions: tuple[str, ...]) -> str:
 
 
 def ensure_synthetic(size: str, seed: int, *, progress: bool = True) -> Path:
-    """The synthetic benchmark's folder, generated (atomically) when absent."""
+    """The synthetic benchmark's folder, generated (atomically) when absent. Processes that
+    need it at once wait on a lock for the first one to finish generating it."""
     root = synthetic_root(size, seed)
     if (root / "synthetic.json").is_file():
         return root
     from bench.data.synthetic import generate
 
-    partial = root.with_name(root.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    generate(partial, seed=seed, size=size, progress=progress)
-    partial.rename(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(root.with_name(f".{root.name}.lock")):
+        if (root / "synthetic.json").is_file():  # another process generated it meanwhile
+            return root
+        partial = root.with_name(root.name + ".partial")
+        if partial.exists():  # left by an interrupted generation: start again
+            shutil.rmtree(partial)
+        generate(partial, seed=seed, size=size, progress=progress)
+        partial.rename(root)
     return root
 
 
