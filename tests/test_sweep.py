@@ -51,14 +51,24 @@ def test_every_suite_resolves_to_valid_specs():
         "bank_size",
         "positives_count",
         "zero_shot",
+        "positives_control",
+        "negatives_tau",
+        "negatives_lr",
+        "positives_noise",
+        "positives_window",
     }
     for name in list_suites():
         run = SuiteRun(load_suite(name), get_profile(QUICK))
         for point in run.points():
             spec = run.spec(point)
-            assert spec.spn.composition.replace("ZS-ood", "ZS") in (
-                point.composition.replace("ZS-ood", "ZS"),
-            )
+            expected = point.composition.replace("ZS-ood", "ZS").replace("P-control", "P")
+            assert spec.spn.composition == expected
+            data = spec.model_dump()
+            for key, value in point.extra:  # every axis value lands in the spec
+                *parents, leaf = key.split(".")
+                for part in parents:
+                    data = data[part]
+                assert data[leaf] == value, (name, key)
 
 
 def test_compositions_share_stage1_and_suites_share_points():
