@@ -11,6 +11,7 @@ finished epoch.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -87,6 +88,15 @@ def data_fingerprint(root: Path, names: list[str], paths: dict[str, Path]) -> st
     return digest(contents, image_list_digest(names, paths))
 
 
+@functools.cache
+def architecture_fingerprint(arch: str) -> str:
+    """Digest of the model an arch name builds (its module tree with layer sizes, and its
+    parameter shapes), so that an edited model config is a new pre-training cache entry."""
+    model = load_backbone(arch, None, seed=0).model
+    shapes = [(name, tuple(t.shape)) for name, t in model.state_dict().items()]
+    return digest(repr(model), shapes)
+
+
 def ensure_synthetic_backbone(
     arch: str = "cirbench-tiny",
     *,
@@ -100,7 +110,9 @@ def ensure_synthetic_backbone(
     config = config or PretrainConfig()
     root = ensure_synthetic(size, seed, progress=progress)
     names, paths, texts = pretraining_pairs(root)
-    key = digest(arch, asdict(config), data_fingerprint(root, names, paths))
+    key = digest(
+        arch, architecture_fingerprint(arch), asdict(config), data_fingerprint(root, names, paths)
+    )
     out_dir = cache_dir() / "backbones" / f"{arch}-{key}"
     final = out_dir / "backbone.pt"
     if final.is_file():

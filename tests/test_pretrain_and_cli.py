@@ -11,11 +11,12 @@ import mlflow
 import pytest
 import torch
 
+from bench.backbones import MODEL_CONFIG_DIR
 from bench.cli import main
 from bench.config import parse_spec
 from bench.engine import train, write_submission
 from bench.paths import synthetic_root
-from bench.pretrain import PretrainConfig, ensure_synthetic_backbone
+from bench.pretrain import PretrainConfig, architecture_fingerprint, ensure_synthetic_backbone
 from bench.submission import validate_cirr_submission
 from tests.conftest import cirbench_home
 
@@ -37,6 +38,22 @@ def test_pretraining_is_cached_by_data_and_config(isolated_home):
         size="tiny", config=PretrainConfig(epochs=1, batch_size=64, lr=1e-4), progress=False
     )
     assert other != path  # another config, another entry
+
+
+def test_an_edited_model_config_is_a_new_pretraining_cache_entry(tmp_path):
+    """The cache key covers the architecture an arch name builds, not only its name."""
+    import open_clip
+
+    config = json.loads((MODEL_CONFIG_DIR / "cirbench-tiny.json").read_text())
+    fingerprints = []
+    for layers in (2, 3):
+        config["text_cfg"]["layers"] = layers
+        (tmp_path / "cirbench-fingerprint-test.json").write_text(json.dumps(config))
+        open_clip.add_model_config(tmp_path)
+        architecture_fingerprint.cache_clear()
+        fingerprints.append(architecture_fingerprint("cirbench-fingerprint-test"))
+    architecture_fingerprint.cache_clear()
+    assert fingerprints[0] != fingerprints[1]
 
 
 def _build_shared_inputs(seed: int) -> str:
