@@ -170,11 +170,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from bench.sweep import ABLATE_SUITES, ablate
+    from bench.sweep import ABLATE_SUITES, ablate, expand_suite_names
 
     seconds = ablate(
         profile=args.profile,
-        suites=tuple(args.suites or ABLATE_SUITES),
+        suites=expand_suite_names(args.suites or ABLATE_SUITES),
         data_root=args.data_root,
         methods=tuple(args.methods) if args.methods else None,
         workers=args.workers,
@@ -188,10 +188,12 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 def _cmd_suites(args: argparse.Namespace) -> int:
     from bench.suites import list_suites, load_profiles, load_suite
+    from bench.sweep import SUITE_GROUPS
 
     for name in list_suites():
         suite = load_suite(name)
-        print(f"{name:18s} {suite.kind:5s} {suite.title}")
+        group = next((g for g, members in SUITE_GROUPS.items() if name in members), "")
+        print(f"{name:18s} {suite.kind:5s} {group:11s} {suite.title}")
     print()
     for name, profile in load_profiles().items():
         print(f"profile {name:8s} {profile.description}")
@@ -304,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablate = commands.add_parser("ablate", help="sweep and report every suite (nox -s ablate)")
     _add_suite_arguments(ablate)
-    ablate.add_argument("--suites", nargs="+", help="a subset of the suites")
+    ablate.add_argument(
+        "--suites",
+        nargs="+",
+        help="suite names, or `paper` (the default set) and `diagnostics` (why a modifier "
+        "helps or not)",
+    )
     ablate.add_argument("--workers", type=int, default=1)
     ablate.add_argument("--out", type=Path, default=Path("reports"))
     ablate.set_defaults(handler=_cmd_ablate)

@@ -545,6 +545,30 @@ ABLATE_SUITES = (
     "zero_shot",
 )
 
+#: Suites that ask why a modifier helps or not (``cirbench ablate --suites diagnostics``):
+#: P against its continuation control, the bank stage's tau and lr, captioner noise and
+#: the rank window. They share stage 1 (and the recipe's own points) with ``ablation_spn``.
+DIAGNOSTIC_SUITES = (
+    "positives_control",
+    "negatives_tau",
+    "negatives_lr",
+    "positives_noise",
+    "positives_window",
+)
+
+#: Names that ``--suites`` expands to a group of suites.
+SUITE_GROUPS = {"paper": ABLATE_SUITES, "diagnostics": DIAGNOSTIC_SUITES}
+
+
+def expand_suite_names(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Suite names with group names (``paper``, ``diagnostics``) expanded, in order, once."""
+    out: list[str] = []
+    for name in names:
+        for suite in SUITE_GROUPS.get(name, (name,)):
+            if suite not in out:
+                out.append(suite)
+    return tuple(out)
+
 
 def ablate(
     *,

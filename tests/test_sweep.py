@@ -350,3 +350,13 @@ def test_quick_ablate_writes_every_suite_report(tmp_path):
     assert "| ZS+N |" in zs_table and "| ZS-ood+N |" in zs_table
     for plot in ("positives_count/positives_count_K.png", "zero_shot/zero_shot_bars.png"):
         assert (out / plot).stat().st_size > 5000
+
+
+def test_suite_groups_expand_in_order_without_repeats():
+    from bench.sweep import ABLATE_SUITES, DIAGNOSTIC_SUITES, expand_suite_names
+
+    assert expand_suite_names(["paper"]) == ABLATE_SUITES
+    both = expand_suite_names(["ablation_spn", "diagnostics", "paper"])
+    assert both[: 1 + len(DIAGNOSTIC_SUITES)] == ("ablation_spn", *DIAGNOSTIC_SUITES)
+    assert len(both) == len(set(both)) == len(ABLATE_SUITES) + len(DIAGNOSTIC_SUITES)
+    assert set(DIAGNOSTIC_SUITES) <= set(list_suites())
