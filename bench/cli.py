@@ -177,6 +177,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         suites=expand_suite_names(args.suites or ABLATE_SUITES),
         data_root=args.data_root,
         methods=tuple(args.methods) if args.methods else None,
+        seeds=tuple(args.seeds) if args.seeds else None,
         workers=args.workers,
         storage=args.storage,
         out=args.out,
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="suite names, or `paper` (the default set) and `diagnostics` (why a modifier "
         "helps or not)",
     )
+    ablate.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
     ablate.add_argument("--workers", type=int, default=1)
     ablate.add_argument("--out", type=Path, default=Path("reports"))
     ablate.set_defaults(handler=_cmd_ablate)

@@ -175,18 +175,22 @@ def prepare_shared_inputs(run: SuiteRun, points: list[Point], progress: bool) ->
     """Build what every point of ``points`` reads and none owns (the synthetic data and a
     synthetic pre-trained backbone) here, with all this process's threads, before workers
     start: a worker limited to its share of the threads would otherwise build it while the
-    others wait on its lock."""
+    others wait on its lock. The backbone is needed only where a stage 1 is still to train
+    (later stages start from the stage-1 checkpoint)."""
     from bench.data.experiment import dataset_root
-    from bench.engine import resolve_pretrained
+    from bench.engine import TrainResult, resolve_pretrained, run_dir_for
 
     seen: set[tuple[Any, ...]] = set()
     for point in points:
         spec = run.spec(point)
         data = spec.dataset
         key = (data.root, data.synthetic_size, data.synthetic_seed, spec.backbone.arch)
-        if key not in seen:
+        if key in seen:
+            continue
+        dataset_root(spec.dataset, progress=progress)
+        stage1 = spec if spec.spn.composition in ("none", "ZS") else spec.stage1_spec()
+        if TrainResult.load(run_dir_for(stage1)) is None:
             seen.add(key)
-            dataset_root(spec.dataset, progress=progress)
             resolve_pretrained(spec, progress)
 
 
@@ -576,6 +580,7 @@ def ablate(
     suites: tuple[str, ...] = ABLATE_SUITES,
     data_root: str | Path | None = None,
     methods: tuple[str, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
     workers: int = 1,
     storage: str | None = None,
     out: str | Path = "reports",
@@ -594,13 +599,20 @@ def ablate(
             name,
             profile=profile,
             data_root=data_root,
+            seeds=seeds,
             methods=methods,
             workers=workers,
             storage=storage,
             progress=progress,
         )
         report = build_report(
-            name, profile=profile, data_root=data_root, methods=methods, storage=storage, out=out
+            name,
+            profile=profile,
+            data_root=data_root,
+            seeds=seeds,
+            methods=methods,
+            storage=storage,
+            out=out,
         )
         seconds[name] = time.perf_counter() - t0
         print(f"{log_prefix} {name}: {seconds[name]:.0f} s -> {report.folder}", flush=True)
