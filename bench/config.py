@@ -181,6 +181,12 @@ class ExperimentSpec(_Strict):
                 )
         return self
 
+    @property
+    def is_stage1(self) -> bool:
+        """True when this spec trains from the backbone (no modifier, or zero-shot stage 1);
+        False when it continues from the run of :meth:`stage1_spec`."""
+        return self.spn.composition in ("none", "ZS")
+
     def stage1_spec(self) -> ExperimentSpec:
         """The spec whose run is the stage-1 checkpoint SPN continues from: the same spec
         without modifiers (zero-shot: without negatives, stage 1 trains on generated data).

@@ -376,9 +376,9 @@ def resolve_negatives(spec: ExperimentSpec, method: CIRMethod) -> dict[str, Any]
 
 def plan_phases(spec: ExperimentSpec, method: CIRMethod) -> list[tuple[Phase, TrainSpec]]:
     """The phases a spec trains, each with its settings (see the module docstring)."""
-    composition = spec.spn.composition
-    if composition in ("none", "ZS"):
+    if spec.is_stage1:
         return [(p, spec.train.phase(p.name)) for p in method.phases]
+    composition = spec.spn.composition
     groups = tuple(method.parameter_groups())
     if composition == "P":
         pt = spec.spn.positives_train
@@ -585,7 +585,7 @@ def _train_locked(
 
     init_from: Path | None = None
     composition = spec.spn.composition
-    if composition not in ("none", "ZS"):
+    if not spec.is_stage1:
         stage1 = train(
             spec.stage1_spec(),
             resume=True,

@@ -175,23 +175,22 @@ def prepare_shared_inputs(run: SuiteRun, points: list[Point], progress: bool) ->
     """Build what every point of ``points`` reads and none owns (the synthetic data and a
     synthetic pre-trained backbone) here, with all this process's threads, before workers
     start: a worker limited to its share of the threads would otherwise build it while the
-    others wait on its lock. The backbone is needed only where a stage 1 is still to train
-    (later stages start from the stage-1 checkpoint)."""
+    others wait on its lock. Only points whose stage 1 is still to train need them (a
+    finished stage 1 had both; later stages start from its checkpoint)."""
     from bench.data.experiment import dataset_root
     from bench.engine import TrainResult, resolve_pretrained, run_dir_for
 
-    seen: set[tuple[Any, ...]] = set()
+    built: set[tuple[Any, ...]] = set()
     for point in points:
         spec = run.spec(point)
         data = spec.dataset
         key = (data.root, data.synthetic_size, data.synthetic_seed, spec.backbone.arch)
-        if key in seen:
+        stage1 = spec if spec.is_stage1 else spec.stage1_spec()
+        if key in built or TrainResult.load(run_dir_for(stage1)) is not None:
             continue
-        dataset_root(spec.dataset, progress=progress)
-        stage1 = spec if spec.spn.composition in ("none", "ZS") else spec.stage1_spec()
-        if TrainResult.load(run_dir_for(stage1)) is None:
-            seen.add(key)
-            resolve_pretrained(spec, progress)
+        built.add(key)
+        dataset_root(data, progress=progress)
+        resolve_pretrained(spec, progress)
 
 
 def _grid_worker(args: tuple[Any, ...]) -> list[PointOutcome]:
