@@ -9,7 +9,8 @@ and seed) resolves to a full :class:`~bench.config.ExperimentSpec` built from
 2. the run profile (``experiments/profiles.yaml``: ``quick`` for CI, ``default``,
    ``full``): data size, seeds, epoch caps,
 3. the SPN composition (:data:`COMPOSITIONS`) with the released recipe per dataset,
-4. the point's extra axis values (dotted spec keys).
+4. the suite's own overrides (``overrides``, then ``dataset_overrides``),
+5. the point's extra axis values (dotted spec keys).
 
 Point names do not depend on the composition, so every composition of one (method,
 dataset, seed) shares the stage-1 run (the engine trains it once), and a point that two
@@ -183,6 +184,8 @@ class SuiteSpec(_Strict):
     seeds: tuple[int, ...] | None = None
     #: extra grid axes: dotted spec key -> values (e.g. spn.positives.K: [100, 200])
     axes: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    #: dotted KEY=VALUE overrides for every spec of the suite (e.g. a tuned stage-2 lr)
+    overrides: tuple[str, ...] = ()
     #: dataset format -> dotted overrides for that dataset's specs
     dataset_overrides: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     study: StudySpec | None = None
@@ -328,6 +331,7 @@ class SuiteRun:
             data = cap_epochs(data, self.profile.max_epochs)
         all_overrides = [
             *self.profile.overrides,
+            *self.suite.overrides,
             *self.suite.dataset_overrides.get(point.dataset, ()),
             *(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in point.extra),
             *self.extra_overrides,

@@ -36,9 +36,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bench.config import SpecError
 from bench.errors import CirbenchError
 from bench.paths import home
-from bench.suites import Point, SuiteRun, get_profile, load_suite
+from bench.suites import Point, SuiteRun, get_profile, list_suites, load_suite, suite_file
 
 log_prefix = "[cirbench sweep]"
 
@@ -557,6 +558,7 @@ DIAGNOSTIC_SUITES = (
     "negatives_lr",
     "positives_noise",
     "positives_window",
+    "bank_size_tuned_lr",
 )
 
 #: Names that ``--suites`` expands to a group of suites.
@@ -564,10 +566,18 @@ SUITE_GROUPS = {"paper": ABLATE_SUITES, "diagnostics": DIAGNOSTIC_SUITES}
 
 
 def expand_suite_names(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Suite names with group names (``paper``, ``diagnostics``) expanded, in order, once."""
+    """Suite names with group names (``paper``, ``diagnostics``) expanded, in order, once.
+    Raises :class:`SpecError` on a name that is neither a suite nor a group, before anything
+    runs (an ablation of several hours must not fail at its last suite)."""
     out: list[str] = []
     for name in names:
         for suite in SUITE_GROUPS.get(name, (name,)):
+            if not suite_file(suite).is_file():
+                groups = "; ".join(f"{g}: {', '.join(m)}" for g, m in SUITE_GROUPS.items())
+                raise SpecError(
+                    f"unknown suite {suite!r}; known suites: {', '.join(list_suites())}; "
+                    f"groups: {groups}"
+                )
             if suite not in out:
                 out.append(suite)
     return tuple(out)
@@ -589,6 +599,9 @@ def ablate(
     ``ablation_spn`` goes first: Tables 2 and 3 reuse its none and P+N points."""
     from bench.report import build_report
 
+    suites = expand_suite_names(suites)
+    for name in suites:  # every suite file parses before the first one runs
+        load_suite(name)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     for name in suites:

@@ -56,6 +56,7 @@ def test_every_suite_resolves_to_valid_specs():
         "negatives_lr",
         "positives_noise",
         "positives_window",
+        "bank_size_tuned_lr",
     }
     for name in list_suites():
         run = SuiteRun(load_suite(name), get_profile(QUICK))
@@ -93,6 +94,28 @@ def test_suite_errors_name_the_file_and_field(tmp_path):
         load_suite(str(bad))
     with pytest.raises(SpecError, match="suite not found"):
         load_suite("no_such_suite")
+
+
+def test_suite_overrides_reach_only_the_modifier_they_name():
+    tuned, plain = quick_run("bank_size_tuned_lr"), quick_run("bank_size")
+    n_point = Point("clip4cir", "fashioniq", "N", 0)
+    assert tuned.spec(n_point).spn.negatives.lr == 5.0e-4
+    assert plain.spec(n_point).spn.negatives.lr is None  # the method's paper default
+    # the stage-1 point of the tuned study is the plain study's: one stage 1 for both
+    none = Point("clip4cir", "fashioniq", "none", 0)
+    assert tuned.spec(none).spn.negatives is None
+    assert tuned.spec(none).digest() == plain.spec(none).digest()
+
+
+def test_unknown_suite_name_fails_before_anything_runs(tmp_path, monkeypatch):
+    from bench.config import SpecError
+    from bench.sweep import ablate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIRBENCH_HOME", str(tmp_path))
+    with pytest.raises(SpecError, match=r"unknown suite 'no_such_suite'.*groups: paper: "):
+        ablate(profile=QUICK, suites=("ablation_spn", "no_such_suite"), out=tmp_path / "r")
+    assert list(tmp_path.iterdir()) == []  # no data, no runs, no MLflow store
 
 
 # ----------------------------------------------------------------------------- grids
