@@ -20,9 +20,11 @@ first use, so they load through exactly the same code path as ViT-B-16 or RN50x4
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,22 @@ def _model_cfg(arch: str) -> dict[str, Any]:
     return cfg
 
 
+@contextlib.contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning
+    (logged on the root logger), which is wrong where a checkpoint file is loaded next."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def load_backbone(
     arch: str,
     pretrained: str | Path | None = None,
@@ -135,7 +153,8 @@ def load_backbone(
         path = Path(source).expanduser()
         if not path.is_file():
             raise BackboneError(f"{path}: backbone checkpoint file not found")
-        model = open_clip.create_model(arch, pretrained=None)
+        with _quiet_random_init_warning():  # the weights come from the file next
+            model = open_clip.create_model(arch, pretrained=None)
         load_checkpoint(model, path)
         weights = f"{arch}:file:{file_digest(path)}"
     else:

@@ -56,6 +56,22 @@ def test_an_edited_model_config_is_a_new_pretraining_cache_entry(tmp_path):
     assert fingerprints[0] != fingerprints[1]
 
 
+def test_loading_a_checkpoint_file_does_not_warn_of_random_weights(tmp_path, caplog):
+    from bench.backbones import load_backbone
+
+    with caplog.at_level("WARNING"):
+        random = load_backbone("cirbench-tiny", "random", seed=1)
+    assert "initialized randomly" in caplog.text  # open_clip's warning, true here
+    path = tmp_path / "weights.pt"
+    torch.save(random.model.state_dict(), path)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        loaded = load_backbone("cirbench-tiny", str(path))
+    assert "initialized randomly" not in caplog.text
+    for key, value in random.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
 def _build_shared_inputs(seed: int) -> str:
     config = PretrainConfig(epochs=1, batch_size=64)
     return str(ensure_synthetic_backbone(size="tiny", seed=seed, config=config, progress=False))
