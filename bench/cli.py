@@ -66,12 +66,15 @@ def _load_spec(args: argparse.Namespace) -> ExperimentSpec:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from bench import distributed
     from bench.config import load_spec
     from bench.engine import train
 
-    for path in args.spec:
+    for path in args.spec:  # under torchrun every rank trains, rank 0 reports
         spec = load_spec(path, overrides=args.set)
         result = train(spec, resume=args.resume, restart=args.restart, progress=not args.quiet)
+        if not distributed.is_main():
+            continue
         print(
             json.dumps(
                 {

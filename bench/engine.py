@@ -29,6 +29,7 @@ an interruption ends with the metrics of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench import distributed
 from bench.backbones import load_backbone
 from bench.config import SYNTHETIC, ExperimentSpec, TrainSpec
 from bench.data.experiment import (
@@ -81,11 +83,12 @@ class RunStateError(CirbenchError):
 
 
 def select_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU; under torchrun, this rank's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CirbenchError("device 'cuda' requested but CUDA is not available")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CirbenchError(f"device {name!r} requested but CUDA is not available")
+    return distributed.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -263,6 +266,12 @@ def epoch_seed(seed: int, phase_index: int, epoch: int) -> int:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
+
+def save_main(obj: Any, path: Path) -> None:
+    """:func:`save_atomic` on rank 0 only (every rank holds the same weights)."""
+    if distributed.is_main():
+        save_atomic(obj, path)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -539,9 +548,14 @@ def train(
 
     run_dir = run_dir_for(spec)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    distributed.init(select_device(spec.device).type)
+    progress = progress and distributed.is_main()
     # one process at a time per run folder: parallel suite workers that share a stage 1
-    # wait for it instead of training it twice
-    with exclusive(run_dir.parent / f".{run_dir.name}.lock"):
+    # wait for it instead of training it twice (under torchrun rank 0 holds the lock for
+    # its job, and the other ranks start once it has it)
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    with exclusive(lock) if distributed.is_main() else contextlib.nullcontext():
+        distributed.barrier()
         return _train_locked(
             spec,
             run_dir,
@@ -572,8 +586,9 @@ def _train_locked(
     from bench.tracking import TrackedRun
 
     last = run_dir / "last.pt"
-    if restart and run_dir.exists():
+    if restart and run_dir.exists() and distributed.is_main():
         shutil.rmtree(run_dir)
+    distributed.barrier()
     finished = TrainResult.load(run_dir)
     if finished is not None and resume:
         return finished
@@ -597,16 +612,18 @@ def _train_locked(
         init_from = stage1.best_checkpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.yaml").write_text(spec.to_yaml())
+    if distributed.is_main():
+        (run_dir / "spec.yaml").write_text(spec.to_yaml())
     checkpoint = load_checkpoint_file(last) if resume and last.exists() else None
     state = TrainState(**checkpoint["state"]) if checkpoint else TrainState()
     run_id_file = run_dir / "mlflow_run_id"
     if resume and state.mlflow_run_id is None and run_id_file.is_file():
         # interrupted before the first epoch finished: continue the same MLflow run
         state.mlflow_run_id = run_id_file.read_text().strip() or None
-    session = build_session(
-        spec, progress=progress, pretrained=checkpoint is None and init_from is None
-    )
+    with distributed.main_first():  # rank 0 fills the caches, the others read them
+        session = build_session(
+            spec, progress=progress, pretrained=checkpoint is None and init_from is None
+        )
     if checkpoint:
         session.method.load_state_dict(checkpoint["model"])
     elif init_from is not None:
@@ -646,7 +663,6 @@ def _train_locked(
         run.log_text(spec.to_yaml(), "spec.yaml")
         if spec.train.save_best_checkpoint_artifact:
             run.log_artifact(run_dir / "best.pt")
-    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
     result = TrainResult(
         run_dir,
         final,
@@ -655,7 +671,10 @@ def _train_locked(
         session.cache.stats.as_dict(),
         state.mlflow_run_id,
     )
-    result.save()
+    if distributed.is_main():
+        (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
+        result.save()
+    distributed.barrier()  # the run is finished on disk before any rank moves on
     return result
 
 
@@ -712,14 +731,18 @@ def _train_phases(
                 objective,
                 on_step,
             )
-            metrics = evaluate_splits(
-                method,
-                session.eval_images,
-                session.device,
-                batch_size=spec.eval.batch_size,
-                protocol=spec.dataset.protocol,
-                cirr_targets=spec.dataset.cirr_targets,
-                cache=session.cache if frozen else None,
+            metrics = distributed.broadcast(  # rank 0 evaluates, every rank gets its metrics
+                evaluate_splits(
+                    method,
+                    session.eval_images,
+                    session.device,
+                    batch_size=spec.eval.batch_size,
+                    protocol=spec.dataset.protocol,
+                    cirr_targets=spec.dataset.cirr_targets,
+                    cache=session.cache if frozen else None,
+                )
+                if distributed.is_main()
+                else None
             )
             state.epochs_done = epoch + 1
             state.global_epoch += 1
@@ -746,7 +769,7 @@ def _train_phases(
                 )
             if value > state.best_value:
                 state.best_value, state.best_epoch, state.best_metrics = value, epoch, metrics
-                save_atomic(
+                save_main(
                     {
                         "model": method.state_dict(),
                         "phase": method.active_phase,
@@ -755,7 +778,7 @@ def _train_phases(
                     },
                     run_dir / "best.pt",
                 )
-            save_atomic(
+            save_main(
                 {
                     "model": method.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -767,6 +790,7 @@ def _train_phases(
                 },
                 run_dir / "last.pt",
             )
+            distributed.barrier()  # every rank sees this epoch's checkpoints
             if on_epoch is not None:
                 on_epoch(phase.name, state.global_epoch, metrics)
         checkpoint = None
@@ -838,8 +862,15 @@ def _train_epoch(
         disable=not session.progress,
         leave=False,
     )
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     for step, offset in enumerate(bar):
-        idx = order[offset : offset + cfg.batch_size]
+        global_idx = order[offset : offset + cfg.batch_size]
+        idx = distributed.shard(global_idx)  # under torchrun: this rank's rows
+        optimizer.zero_grad(set_to_none=True)
+        if len(idx) == 0:  # a last global batch smaller than the number of ranks
+            distributed.average_gradients(params)
+            _optimizer_step(optimizer, schedule, scaler, params, cfg)
+            continue
         tokens = method.tokenize([texts[i] for i in idx]).to(device)
         with autocast(device):
             if objective is not None and bank is not None:
@@ -870,23 +901,35 @@ def _train_epoch(
             raise CirbenchError(
                 f"non-finite loss {loss.item()} in {phase.name} epoch {epoch + 1} step {step}"
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
-            )
-        scaler.step(optimizer)
-        scaler.update()
-        schedule.step()
+        share = len(idx) / len(global_idx) if distributed.is_distributed() else 1.0
+        scaler.scale(loss * share).backward()  # summed over ranks: the global batch mean
+        distributed.average_gradients(params)
+        _optimizer_step(optimizer, schedule, scaler, params, cfg)
         total += loss.item() * len(idx)
         count += len(idx)
         rate = count / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.0f}")
         if on_step is not None:
             on_step(phase.name, epoch, step)
-    return total / max(1, count), count / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    total, count = distributed.sum_across(total, count)  # the epoch over every rank
+    return total / max(1, count), count / seconds
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LambdaLR,
+    scaler: torch.amp.GradScaler,
+    params: list[torch.nn.Parameter],
+    cfg: TrainSpec,
+) -> None:
+    """Clip (when asked), step, update the loss scale, advance the schedule."""
+    if cfg.grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    schedule.step()
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -1,0 +1,102 @@
+"""Data-parallel training under torchrun: two gloo ranks on this CPU, the real engine.
+
+The bank stage (N) has one loss term per query, so two ranks that each train on half of
+every global batch and sum their share-weighted gradients must take the steps of one
+process on the whole batch: the test compares the two runs epoch by epoch (dropout off,
+so that the ranks' random draws cannot differ from the single process's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from bench.config import parse_spec
+from bench.engine import TrainResult, run_dir_for, train
+from tests.conftest import cirbench_home
+
+SPEC = {
+    "name": "ddp-tiny",
+    "experiment": "cirbench-ddp-tests",
+    "dataset": {
+        "format": "fashioniq",
+        "synthetic_size": "tiny",
+        "categories": ["dress"],
+        "max_train_queries": 65,
+    },
+    "backbone": {"pretrained": "random"},
+    "method": {"name": "clip4cir", "params": {"dropout": 0.0}},
+    "train": {"epochs": 1, "batch_size": 16, "lr": 1e-4, "phases": {"combiner": {"epochs": 1}}},
+    # 65 queries in global batches of 16: four steps of 8 rows per rank, then a last
+    # batch of one row, which leaves rank 1 with an empty shard
+    "spn": {"negatives": {"epochs": 2, "batch_size": 16, "lr": 1e-3}},
+}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    yield from cirbench_home(tmp_path_factory)
+
+
+def torchrun(spec_file: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={nproc}", "-m", "bench.cli", "train", str(spec_file), "--quiet"]
+    done = subprocess.run(cmd + list(args), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def runs_named(name: str) -> list[str]:
+    found = mlflow.search_runs(
+        experiment_names=[SPEC["experiment"]],
+        filter_string=f"attributes.run_name = '{name}'",
+        output_format="list",
+    )
+    return [r.info.run_id for r in found]
+
+
+@pytest.mark.slow
+def test_two_ranks_take_the_single_process_steps_of_the_bank_stage(home, tmp_path):
+    spec = parse_spec(SPEC)
+    single = train(spec, progress=False)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+
+    done = torchrun(spec_file, "--restart")  # the N run again, on two ranks
+    printed = json.loads(done.stdout[done.stdout.index("{") :])  # rank 0 alone reports
+    assert done.stdout.count('"run_dir"') == 1
+    assert printed["run_dir"] == str(run_dir_for(spec))
+
+    ddp = TrainResult.load(run_dir_for(spec))
+    assert ddp is not None and len(ddp.history) == len(single.history) == 2
+    for one, two in zip(single.history, ddp.history, strict=True):
+        assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+        assert two["Rmean"] == one["Rmean"]
+    assert ddp.metrics == single.metrics
+    assert ddp.mlflow_run_id not in (None, single.mlflow_run_id)
+    # one MLflow run per training (rank 1 logs nothing), the stage 1 reused, not retrained
+    assert set(runs_named("ddp-tiny[N]")) == {single.mlflow_run_id, ddp.mlflow_run_id}
+    assert len(runs_named("ddp-tiny")) == 1
+
+
+@pytest.mark.slow
+def test_stage1_under_torchrun_trains_once_with_in_batch_negatives_per_rank(home, tmp_path):
+    data = {**SPEC, "name": "ddp-stage1", "seed": 3, "spn": {}}
+    spec_file = tmp_path / "stage1.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    torchrun(spec_file)
+    result = TrainResult.load(run_dir_for(parse_spec(data)))
+    assert result is not None and result.metrics["Rmean"] > 0
+    assert [h["phase"] for h in result.history] == ["finetune", "combiner"]
+    assert runs_named("ddp-stage1") == [result.mlflow_run_id]
+    # a finished run is returned as it is: no retraining, no second MLflow run
+    again = torchrun(spec_file, "--resume")
+    assert json.loads(again.stdout[again.stdout.index("{") :])["metrics"] == result.metrics
+    assert runs_named("ddp-stage1") == [result.mlflow_run_id]
