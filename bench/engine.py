@@ -21,6 +21,10 @@ training split). Frozen image features (the bank, the reference representations)
 memory-mapped from the feature cache, float16 with ``spn.negatives.half_bank``, read a
 batch of rows at a time; full-bank logits are computed chunk-wise.
 
+Under ``torchrun`` the engine trains data-parallel (:mod:`bench.distributed`): every rank
+trains on its shard of each global batch, gradients are summed across ranks, rank 0
+evaluates, checkpoints and logs.
+
 Determinism: the data order and the FashionIQ caption variants of an epoch are drawn
 from generators seeded by (seed, phase, epoch); the global RNG states (dropout) are saved
 in ``last.pt``. Same spec and seed on the CPU -> same metrics, and a run resumed after

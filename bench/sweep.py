@@ -523,6 +523,13 @@ def sweep(
     progress: bool = True,
 ) -> SweepResult:
     """Run one suite (grid or study) under a profile."""
+    from bench import distributed
+
+    if distributed.is_distributed():
+        raise SweepError(
+            "a sweep runs its points in its own worker processes (--workers) and Optuna "
+            "workers; launch it without torchrun (torchrun is for `cirbench train`)"
+        )
     run = SuiteRun(
         load_suite(suite_name),
         get_profile(profile),

@@ -100,3 +100,12 @@ def test_stage1_under_torchrun_trains_once_with_in_batch_negatives_per_rank(home
     again = torchrun(spec_file, "--resume")
     assert json.loads(again.stdout[again.stdout.index("{") :])["metrics"] == result.metrics
     assert runs_named("ddp-stage1") == [result.mlflow_run_id]
+
+
+def test_a_sweep_under_torchrun_is_refused(monkeypatch):
+    from bench.sweep import SweepError, sweep
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SweepError, match="without torchrun"):
+        sweep("ablation_spn", profile="quick")
