@@ -27,13 +27,15 @@ def bench(session: nox.Session) -> None:
     """Performance benchmarks (timings reported as ratios against naive implementations).
 
     The ones that train or encode on the synthetic benchmark run with ``-- all``:
-    ``benchmarks/bench_feature_cache.py`` and ``benchmarks/bench_spn_stages.py``.
+    ``benchmarks/bench_feature_cache.py``, ``benchmarks/bench_spn_stages.py`` and
+    ``benchmarks/bench_data_parallel.py`` (torchrun against one process).
     """
     session.run("python", "benchmarks/bench_metrics.py")
     session.run("python", "benchmarks/bench_matching.py")
     if "all" in session.posargs:
         session.run("python", "benchmarks/bench_feature_cache.py")
         session.run("python", "benchmarks/bench_spn_stages.py")
+        session.run("python", "benchmarks/bench_data_parallel.py")
 
 
 @nox.session
