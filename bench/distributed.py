@@ -10,10 +10,11 @@ What the engine does with them (:func:`bench.engine.train`):
   each optimiser step takes the spec's ``train.batch_size`` (the *global* batch) and
   rank ``r`` of ``w`` trains on rows ``r, r + w, r + 2w, ...`` of it
   (:func:`shard`); gradients are summed across ranks after the backward pass, each rank's
-  loss weighted by its share of the batch (:func:`average_gradients`), so every rank
+  loss weighted by its share of the batch (:func:`all_reduce_gradients`), so every rank
   takes the same step;
-* losses whose terms are independent per query (the SPN bank stage, N) give exactly the
-  single-process gradient; in-batch contrastive losses (stage 1, P) see the rank's shard
+* losses whose terms are independent per query (the SPN bank stage, N) give the
+  single-process gradient (up to the order of float sums; with dropout on, the ranks'
+  masks differ from one process's); in-batch contrastive losses (stage 1, P) see the rank's shard
   as their batch, so each query has ``batch_size / world_size - 1`` in-batch negatives
   instead of ``batch_size - 1`` (features are not gathered across ranks);
 * rank 0 evaluates, writes checkpoints and results and logs to MLflow; the other ranks
@@ -138,7 +139,7 @@ def shard(batch: Any) -> Any:
     return batch[rank() :: world_size()]
 
 
-def average_gradients(params: list[torch.nn.Parameter]) -> None:
+def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
     """Sum the (already share-weighted) gradients of ``params`` across ranks, in one
     flattened all-reduce. A parameter without a gradient on this rank (an empty shard)
     contributes zeros, so every rank joins the same collective; one that no rank gave a

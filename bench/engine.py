@@ -872,7 +872,7 @@ def _train_epoch(
         idx = distributed.shard(global_idx)  # under torchrun: this rank's rows
         optimizer.zero_grad(set_to_none=True)
         if len(idx) == 0:  # a last global batch smaller than the number of ranks
-            distributed.average_gradients(params)
+            distributed.all_reduce_gradients(params)
             _optimizer_step(optimizer, schedule, scaler, params, cfg)
             continue
         tokens = method.tokenize([texts[i] for i in idx]).to(device)
@@ -907,7 +907,7 @@ def _train_epoch(
             )
         share = len(idx) / len(global_idx) if distributed.is_distributed() else 1.0
         scaler.scale(loss * share).backward()  # summed over ranks: the global batch mean
-        distributed.average_gradients(params)
+        distributed.all_reduce_gradients(params)
         _optimizer_step(optimizer, schedule, scaler, params, cfg)
         total += loss.item() * len(idx)
         count += len(idx)
