@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +13,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CIRBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+#: Tests failed so far in this session (for :func:`cirbench_home`'s clean-up).
+_failures = 0
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    global _failures
+    report = yield
+    if report.failed:
+        _failures += 1
+    return report
+
+
 def cirbench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Body of a module-scoped fixture: data, caches, runs and the MLflow store of a test
-    module live in a fresh temp folder (``CIRBENCH_HOME``, ``MLFLOW_TRACKING_URI``, cwd)."""
+    module live in a fresh temp folder (``CIRBENCH_HOME``, ``MLFLOW_TRACKING_URI``, cwd).
+    The folder (checkpoints: up to GBs) is deleted after the module unless a test failed
+    meanwhile, so that a whole run never holds every module's runs on disk at once."""
     import mlflow
 
     home = tmp_path_factory.mktemp("home")
+    failures_before = _failures
     uri = f"sqlite:///{home}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIRBENCH_HOME", str(home))
@@ -26,6 +43,8 @@ def cirbench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # a tracked run restores the URI it found, which may be an earlier module's store
         mlflow.set_tracking_uri(uri)
         yield home
+    if _failures == failures_before:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
