@@ -5,10 +5,10 @@ For each phase of the method (e.g. CLIP4CIR: ``finetune`` then ``combiner``) it 
 every parameter group the phase does not train, trains with AdamW, linear warm-up +
 cosine decay, gradient clipping and (on CUDA) mixed precision, evaluates on the eval
 split after every epoch with the official metrics, and writes ``last.pt`` (everything
-needed to resume exactly) and ``best.pt`` (the best epoch of the phase on
-``eval.select_metric``). A phase continues from the best weights of the phase before.
-When a phase trains no image-side group, image representations are computed once
-(feature cache) and training runs on cached features.
+needed to resume exactly; deleted once the run finishes) and ``best.pt`` (the best epoch
+of the phase on ``eval.select_metric``). A phase continues from the best weights of the
+phase before. When a phase trains no image-side group, image representations are
+computed once (feature cache) and training runs on cached features.
 
 SPN modifiers (``spec.spn``) continue from the stage-1 checkpoint of the same spec
 without modifiers (:meth:`ExperimentSpec.stage1_spec`), trained once and reused by every
@@ -340,10 +340,6 @@ class TrainResult:
     def best_checkpoint(self) -> Path:
         return self.run_dir / "best.pt"
 
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.run_dir / "last.pt"
-
     def save(self) -> None:
         record = {
             "metrics": self.metrics,
@@ -596,7 +592,7 @@ def _train_locked(
     finished = TrainResult.load(run_dir)
     if finished is not None and resume:
         return finished
-    if last.exists() and not resume:
+    if (last.exists() or finished is not None) and not resume:
         raise RunStateError(
             f"{run_dir} already holds a run of this spec; pass --resume to continue it "
             "(or reuse its result) or --restart to start over"
@@ -678,6 +674,9 @@ def _train_locked(
     if distributed.is_main():
         (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
         result.save()
+        # last.pt (weights + optimiser state) only serves resuming an unfinished run;
+        # the finished one keeps best.pt and result.json (a quarter of the disk)
+        last.unlink(missing_ok=True)
     distributed.barrier()  # the run is finished on disk before any rank moves on
     return result
 

@@ -117,7 +117,9 @@ def test_training_learns_and_is_tracked(reference_run):
     history = reference_run.history
     assert [h["phase"] for h in history] == ["finetune", "finetune", "combiner"]
     assert (reference_run.run_dir / "best.pt").is_file()
-    assert (reference_run.run_dir / "last.pt").is_file()
+    assert (reference_run.run_dir / "result.json").is_file()
+    # the resume state is deleted once the run finished (it only serves resuming)
+    assert not (reference_run.run_dir / "last.pt").exists()
     run = mlflow.MlflowClient().get_run(reference_run.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.lr"] == "0.0001"
