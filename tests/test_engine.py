@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -205,3 +210,18 @@ def test_feature_cache_hit_and_invalidation(tmp_path):
     other = TargetPadTransform(size=method.transform.size, ratio=None)
     b = load_pixels(cache, split.gallery, split.image_paths, other, progress=False)
     assert cache.stats.misses == 6 and not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_cuda_smoke_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/cuda_smoke.py is prepared for a GPU session; here it checks itself."""
+    out = tmp_path / "smoke.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cuda_smoke.py"
+    cmd = [sys.executable, str(script), "--device", "cpu", "--arch", "cirbench-tiny"]
+    cmd += ["--steps", "1", "--warmup", "0", "--batch", "8", "--bank-rows", "500"]
+    cmd += ["--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["device"] == "cpu" and record["bank_rows"] == 500
+    for key in ("finetune_off_samples_s", "finetune_bf16_samples_s", "bank_bf16_samples_s"):
+        assert record[key] > 0, key
