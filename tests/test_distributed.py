@@ -3,18 +3,23 @@
 The bank stage (N) has one loss term per query, so two ranks that each train on half of
 every global batch and sum their share-weighted gradients must take the steps of one
 process on the whole batch: the test compares the two runs epoch by epoch (dropout off,
-so that the ranks' random draws cannot differ from the single process's)."""
+so that the ranks' random draws cannot differ from the single process's). A torchrun
+killed mid-way and resumed must end with the epochs of an uninterrupted one."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 
 from bench.config import parse_spec
@@ -100,6 +105,56 @@ def test_stage1_under_torchrun_trains_once_with_in_batch_negatives_per_rank(home
     again = torchrun(spec_file, "--resume")
     assert json.loads(again.stdout[again.stdout.index("{") :])["metrics"] == result.metrics
     assert runs_named("ddp-stage1") == [result.mlflow_run_id]
+
+
+@pytest.mark.slow
+def test_a_killed_torchrun_resumes_where_it_stopped(home, tmp_path):
+    """SIGTERM to torchrun mid-way through the bank stage, then ``--resume`` on two ranks:
+    the run ends with exactly the epochs of an uninterrupted two-rank run, in the MLflow
+    run the killed one had started."""
+    data = {**SPEC, "name": "ddp-killed"}
+    data["spn"] = {"negatives": {**SPEC["spn"]["negatives"], "epochs": 12}}
+    spec = parse_spec(data)
+    spec_file = tmp_path / "killed.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    torchrun(spec_file)  # uninterrupted (trains the stage 1 both runs share)
+    uninterrupted = TrainResult.load(run_dir_for(spec))
+    assert uninterrupted is not None
+    shutil.rmtree(run_dir_for(spec))
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "bench.cli", "train", str(spec_file), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    last = run_dir_for(spec) / "last.pt"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if last.is_file():
+            try:
+                done = torch.load(last, weights_only=False)["state"]["epochs_done"]
+            except Exception:  # being replaced right now
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert TrainResult.load(run_dir_for(spec)) is None, "finished before it was killed"
+    killed_run = (run_dir_for(spec) / "mlflow_run_id").read_text().strip()
+
+    torchrun(spec_file, "--resume")
+    resumed = TrainResult.load(run_dir_for(spec))
+    assert resumed is not None
+    assert [(h["loss"], h["Rmean"]) for h in resumed.history] == [
+        (h["loss"], h["Rmean"]) for h in uninterrupted.history
+    ]
+    # it continued the killed run: the same MLflow run, each epoch logged once
+    assert resumed.mlflow_run_id == killed_run
+    client = mlflow.MlflowClient()
+    assert client.get_run(killed_run).info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(killed_run, "val.Rmean")]
+    assert sorted(steps) == list(range(1, 13))
+    assert set(runs_named("ddp-killed[N]")) == {uninterrupted.mlflow_run_id, killed_run}
 
 
 def test_a_sweep_under_torchrun_is_refused(monkeypatch):
