@@ -1,5 +1,5 @@
 """Data-parallel training under ``torchrun``: one process per device, the global batch
-split across them, gradients averaged.
+split across them, gradients summed.
 
 The engine calls these helpers everywhere; without ``torchrun`` (``$WORLD_SIZE`` unset
 or 1) every one of them is a no-op, so single-process training is unchanged.
@@ -7,16 +7,19 @@ or 1) every one of them is a no-op, so single-process training is unchanged.
 What the engine does with them (:func:`bench.engine.train`):
 
 * every rank builds the same model from the same seed and draws the same epoch order;
-  each optimiser step takes the spec's ``train.batch_size`` (the *global* batch) and
-  rank ``r`` of ``w`` trains on rows ``r, r + w, r + 2w, ...`` of it
-  (:func:`shard`); gradients are summed across ranks after the backward pass, each rank's
-  loss weighted by its share of the batch (:func:`all_reduce_gradients`), so every rank
-  takes the same step;
-* losses whose terms are independent per query (the SPN bank stage, N) give the
-  single-process gradient (up to the order of float sums; with dropout on, the ranks'
-  masks differ from one process's); in-batch contrastive losses (stage 1, P) see the rank's shard
-  as their batch, so each query has ``batch_size / world_size - 1`` in-batch negatives
-  instead of ``batch_size - 1`` (features are not gathered across ranks);
+  each optimiser step takes the spec's ``train.batch_size`` (the *global* batch), split
+  into contiguous shards, one per rank (:func:`shard`, :func:`shard_sizes`);
+* in-batch objectives (stage 1, P): each rank encodes its shard's images, the features
+  are all-gathered (:func:`all_gather_rows`), and every rank computes the method's loss
+  over the whole global batch, so each query keeps all ``batch_size - 1`` in-batch
+  negatives; the gradient reaches the parameters the loss uses directly on every rank
+  (weighted ``1 / world``) and the image encoders through each rank's own rows only
+  (:func:`bench.engine._in_batch_step`);
+* the SPN bank stage (N): one loss term per query, so each rank computes its shard's
+  queries only, weighted by its share of the batch;
+* the gradients are then summed across ranks in one all-reduce
+  (:func:`all_reduce_gradients`): every rank takes the single-process step (up to the
+  order of float sums; with dropout on, the random masks differ from one process's);
 * rank 0 evaluates, writes checkpoints and results and logs to MLflow; the other ranks
   receive its metrics (:func:`broadcast`) and wait for its files (:func:`barrier`).
 
@@ -132,11 +135,34 @@ def broadcast(obj: Any) -> Any:
     return box[0]
 
 
+def shard_sizes(n: int) -> list[int]:
+    """Rows of a global batch of ``n`` per rank: contiguous shards, the first ``n % world``
+    ranks one row more (``numpy.array_split``); every rank knows every rank's size."""
+    base, extra = divmod(n, world_size())
+    return [base + (1 if r < extra else 0) for r in range(world_size())]
+
+
 def shard(batch: Any) -> Any:
-    """This rank's rows of a global batch (an index array): rows ``rank::world``."""
+    """This rank's contiguous rows of a global batch (an index array); the shards in rank
+    order are the batch in its order."""
     if not is_distributed():
         return batch
-    return batch[rank() :: world_size()]
+    sizes = shard_sizes(len(batch))
+    lo = sum(sizes[: rank()])
+    return batch[lo : lo + sizes[rank()]]
+
+
+def all_gather_rows(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Every rank's rows of a tensor (``sizes[r]`` rows on rank ``r``), in rank order,
+    detached; shards of unequal size are padded for the collective and trimmed after."""
+    if not dist.is_initialized():
+        return local.detach()
+    rows = max(sizes)
+    padded = local.new_zeros((rows, *local.shape[1:]))
+    padded[: local.shape[0]] = local.detach()
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return torch.cat([part[:size] for part, size in zip(out, sizes, strict=True)])
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:

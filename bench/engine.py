@@ -868,55 +868,131 @@ def _train_epoch(
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for step, offset in enumerate(bar):
         global_idx = order[offset : offset + cfg.batch_size]
-        idx = distributed.shard(global_idx)  # under torchrun: this rank's rows
         optimizer.zero_grad(set_to_none=True)
-        if len(idx) == 0:  # a last global batch smaller than the number of ranks
+        if objective is not None and bank is not None:
+            assert encoded is not None
+            idx = distributed.shard(global_idx)  # under torchrun: this rank's rows
+            loss = None
+            if len(idx):  # a rank gets no row when the last batch is smaller than the ranks
+                tokens = method.tokenize([texts[i] for i in idx]).to(device)
+                with autocast(device):
+                    ref = encoded.reference_rows(ref_rows[idx], device)
+                    query = method.encode_query(ref, tokens)
+                    positives = torch.from_numpy(tgt_rows[idx]).to(device)
+                    loss = objective(query.float(), bank, positives, negatives_rng)
+                _check_finite(loss, phase, epoch, step)
+                # one loss term per query: the share-weighted sum over ranks is the mean
+                share = len(idx) / len(global_idx) if distributed.is_distributed() else 1.0
+                scaler.scale(loss * share).backward()
             distributed.all_reduce_gradients(params)
-            _optimizer_step(optimizer, schedule, scaler, params, cfg)
-            continue
-        tokens = method.tokenize([texts[i] for i in idx]).to(device)
-        with autocast(device):
-            if objective is not None and bank is not None:
-                assert encoded is not None
-                ref = encoded.reference_rows(ref_rows[idx], device)
-                query = method.encode_query(ref, tokens)
-                positives = torch.from_numpy(tgt_rows[idx]).to(device)
-                loss = objective(query.float(), bank, positives, negatives_rng)
-            else:
-                rows = np.concatenate([ref_rows[idx], tgt_rows[idx]])
-                if encoded is not None:
-                    reps = encoded.reference_rows(rows, device)
-                    vecs = encoded.target_rows(rows, device)
-                else:
-                    images = to_model_input(session.pool_pixels[rows], method.transform, device)
-                    reps, vecs = method.encode_images(images)
-                n = len(idx)
-                batch = TrainBatch(
-                    reference=reps[:n],
-                    target=vecs[n:],
-                    target_reference=reps[n:],
-                    reference_target=vecs[:n],
-                    tokens=tokens,
-                    texts=[texts[i] for i in idx],
-                )
-                loss = method.training_loss(batch)
-        if not torch.isfinite(loss):
-            raise CirbenchError(
-                f"non-finite loss {loss.item()} in {phase.name} epoch {epoch + 1} step {step}"
+            counted = len(idx)
+        else:
+            texts_batch = [texts[i] for i in global_idx]
+            tokens = method.tokenize(texts_batch).to(device)
+            loss = _in_batch_step(
+                session, encoded, global_idx, ref_rows, tgt_rows, tokens, texts_batch, scaler
             )
-        share = len(idx) / len(global_idx) if distributed.is_distributed() else 1.0
-        scaler.scale(loss * share).backward()  # summed over ranks: the global batch mean
-        distributed.all_reduce_gradients(params)
+            _check_finite(loss, phase, epoch, step)
+            distributed.all_reduce_gradients(params)
+            # every rank computed the same global loss: rank 0 counts it
+            counted = len(global_idx) if distributed.is_main() else 0
         _optimizer_step(optimizer, schedule, scaler, params, cfg)
-        total += loss.item() * len(idx)
-        count += len(idx)
+        if loss is not None and counted:
+            total += loss.item() * counted
+            count += counted
         rate = count / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.0f}")
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.0f}")
         if on_step is not None:
             on_step(phase.name, epoch, step)
     seconds = time.perf_counter() - start
     total, count = distributed.sum_across(total, count)  # the epoch over every rank
     return total / max(1, count), count / seconds
+
+
+def _check_finite(loss: torch.Tensor, phase: Phase, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise CirbenchError(
+            f"non-finite loss {loss.item()} in {phase.name} epoch {epoch + 1} step {step}"
+        )
+
+
+def _in_batch_step(
+    session: Session,
+    encoded: Encoded | None,
+    global_idx: np.ndarray,
+    ref_rows: np.ndarray,
+    tgt_rows: np.ndarray,
+    tokens: torch.Tensor,
+    texts: list[str],
+    scaler: torch.amp.GradScaler,
+) -> torch.Tensor:
+    """Loss and backward pass of one in-batch step (the method's own objective over the
+    global batch), leaving this rank's gradients in ``.grad``.
+
+    One process: encode the batch's images, compute the loss, backward. Under torchrun
+    each rank encodes only its contiguous shard of the images (the costly part); the
+    shards' features are all-gathered, so every rank computes the method's loss over the
+    whole global batch, with every in-batch negative. The backward pass then runs in two
+    parts: through the loss to the parameters it uses directly (text side, combiners;
+    the same on every rank, so weighted 1 / world size) and to the gathered features; then
+    from this rank's own rows of those features through its image encoder. Summed over
+    ranks (``distributed.all_reduce_gradients``) this is the single-process gradient."""
+    method, device = session.method, session.device
+    idx = distributed.shard(global_idx)
+    sizes = distributed.shard_sizes(len(global_idx))
+    n = len(idx)
+    # a rank without rows (a last batch smaller than the ranks) encodes one row without
+    # gradient, for the features' shapes in the collective, and contributes none of it
+    k = n or 1
+    head = idx if n else global_idx[:1]
+    rows = np.concatenate([ref_rows[head], tgt_rows[head]])
+    with autocast(device), torch.no_grad() if not n else contextlib.nullcontext():
+        if encoded is not None:
+            reps = encoded.reference_rows(rows, device)
+            vecs = encoded.target_rows(rows, device)
+        else:
+            images = to_model_input(session.pool_pixels[rows], method.transform, device)
+            reps, vecs = method.encode_images(images)
+    own = [reps[:k][:n], vecs[k:][:n], reps[k:][:n], vecs[:k][:n]]
+    if distributed.is_distributed():  # every rank's rows, detached, as leaves
+        parts = [distributed.all_gather_rows(t, sizes).requires_grad_(t.requires_grad) for t in own]
+    else:
+        parts = own
+    with autocast(device):
+        batch = TrainBatch(
+            reference=parts[0],
+            target=parts[1],
+            target_reference=parts[2],
+            reference_target=parts[3],
+            tokens=tokens,
+            texts=texts,
+        )
+        loss = method.training_loss(batch)
+    if not torch.isfinite(loss):
+        return loss  # the caller reports it
+    # one process: the whole backward pass; torchrun: part 1, to the direct parameters and
+    # the gathered features
+    scaler.scale(loss).backward()
+    if not distributed.is_distributed():
+        return loss
+    world = distributed.world_size()
+    params = [p for p in method.parameters() if p.requires_grad]
+    direct = [p.grad / world if p.grad is not None else None for p in params]
+    for p in params:
+        p.grad = None
+    lo = sum(sizes[: distributed.rank()])
+    pairs = [
+        (t, g.grad[lo : lo + n])
+        for t, g in zip(own, parts, strict=True)
+        if t.requires_grad and g.grad is not None and n
+    ]
+    if pairs:  # part 2: this rank's own rows through its image encoder
+        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+    for p, d in zip(params, direct, strict=True):
+        if d is not None:
+            p.grad = d if p.grad is None else p.grad + d
+    return loss
 
 
 def _optimizer_step(
