@@ -19,7 +19,9 @@ What the engine does with them (:func:`bench.engine.train`):
   queries only, weighted by its share of the batch;
 * the gradients are then summed across ranks in one all-reduce
   (:func:`all_reduce_gradients`): every rank takes the single-process step (up to the
-  order of float sums; with dropout on, the random masks differ from one process's);
+  order of float sums; with dropout on, the random masks differ from one process's;
+  BatchNorm layers in a trained image encoder, as in the RN50 family, normalise over
+  each rank's shard, as in plain DDP: there is no SyncBatchNorm);
 * rank 0 evaluates, writes checkpoints and results and logs to MLflow; the other ranks
   receive its metrics (:func:`broadcast`) and wait for its files (:func:`barrier`).
 
