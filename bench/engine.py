@@ -890,7 +890,15 @@ def _train_epoch(
             texts_batch = [texts[i] for i in global_idx]
             tokens = method.tokenize(texts_batch).to(device)
             loss = _in_batch_step(
-                session, encoded, global_idx, ref_rows, tgt_rows, tokens, texts_batch, scaler
+                session,
+                encoded,
+                global_idx,
+                ref_rows,
+                tgt_rows,
+                tokens,
+                texts_batch,
+                scaler,
+                params,
             )
             _check_finite(loss, phase, epoch, step)
             distributed.all_reduce_gradients(params)
@@ -926,6 +934,7 @@ def _in_batch_step(
     tokens: torch.Tensor,
     texts: list[str],
     scaler: torch.amp.GradScaler,
+    params: list[torch.nn.Parameter],
 ) -> torch.Tensor:
     """Loss and backward pass of one in-batch step (the method's own objective over the
     global batch), leaving this rank's gradients in ``.grad``.
@@ -937,7 +946,8 @@ def _in_batch_step(
     parts: through the loss to the parameters it uses directly (text side, combiners;
     the same on every rank, so weighted 1 / world size) and to the gathered features; then
     from this rank's own rows of those features through its image encoder. Summed over
-    ranks (``distributed.all_reduce_gradients``) this is the single-process gradient."""
+    ranks (``distributed.all_reduce_gradients``) this is the single-process gradient.
+    ``params`` are the phase's trainable parameters (the optimiser's)."""
     method, device = session.method, session.device
     idx = distributed.shard(global_idx)
     sizes = distributed.shard_sizes(len(global_idx))
@@ -977,7 +987,6 @@ def _in_batch_step(
     if not distributed.is_distributed():
         return loss
     world = distributed.world_size()
-    params = [p for p in method.parameters() if p.requires_grad]
     direct = [p.grad / world if p.grad is not None else None for p in params]
     for p in params:
         p.grad = None
