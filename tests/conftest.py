@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -61,3 +63,23 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return SHARED_DATA
+
+
+def run_processes_at_once(
+    script: str, n: int, env: dict[str, str], cwd: Path | None = None
+) -> None:
+    """Run ``python -c script i`` for ``i`` in ``range(n)`` side by side; fail with every
+    process's output unless all of them exit 0."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(i)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, outputs

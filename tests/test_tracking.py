@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from bench.tracking import (
     run_tags,
     ui_command,
 )
+from tests.conftest import run_processes_at_once
 
 # MLflow 3.17 + SQLAlchemy 2.1: deprecation warning from inside mlflow on store init.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -215,19 +214,7 @@ def test_processes_racing_on_a_fresh_default_store(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RANK")}
     env["PYTHONWARNINGS"] = "ignore"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(i)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(3)
-    ]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    run_processes_at_once(script, 3, env, cwd=tmp_path)
     uri = f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     runs = find_runs("race", tracking_uri=uri)
     assert sorted(r.info.run_name for r in runs) == ["w0", "w1", "w2"]

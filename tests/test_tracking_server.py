@@ -20,7 +20,7 @@ import pytest
 from bench.config import parse_spec
 from bench.engine import train
 from bench.tracking import UI_ENV, find_runs
-from tests.conftest import cirbench_home
+from tests.conftest import cirbench_home, run_processes_at_once
 
 
 def _free_port() -> int:
@@ -79,18 +79,7 @@ def test_processes_log_side_by_side_through_the_server(server, home: Path) -> No
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "RANK"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(3)
-    ]
-    outputs = [p.communicate(timeout=180)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    run_processes_at_once(script, 3, env)
     runs = find_runs("via-server", tracking_uri=server)
     assert sorted(r.info.run_name for r in runs) == ["w0", "w1", "w2"]
     client = mlflow.MlflowClient(server)
