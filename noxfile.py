@@ -89,7 +89,7 @@ def ui(session: nox.Session) -> None:
     import shutil
     import subprocess
 
-    from bench.paths import home
+    from bench.core.paths import home
     from bench.tracking import UI_ENV, ui_command
 
     args = list(session.posargs)

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.errors import CirbenchError
-from bench.positives.cli import register_cli as register_positives_cli
+from bench.core.errors import CirbenchError
+from bench.spn.positives.cli import register_cli as register_positives_cli
 
 if TYPE_CHECKING:
     from bench.config import ExperimentSpec
@@ -66,8 +66,8 @@ def _load_spec(args: argparse.Namespace) -> ExperimentSpec:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bench import distributed
     from bench.config import load_spec
+    from bench.core import distributed
     from bench.engine import train
 
     for path in args.spec:  # under torchrun every rank trains, rank 0 reports
@@ -118,7 +118,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_backbone_pretrain(args: argparse.Namespace) -> int:
-    from bench.pretrain import ensure_synthetic_backbone
+    from bench.backbones.pretrain import ensure_synthetic_backbone
 
     path = ensure_synthetic_backbone(
         args.arch, size=args.size, seed=args.seed, progress=not args.quiet
@@ -191,7 +191,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_suites(args: argparse.Namespace) -> int:
-    from bench.suites import list_suites, load_profiles, load_suite
+    from bench.runner.profiles import load_profiles
+    from bench.runner.suites import list_suites, load_suite
     from bench.sweep import SUITE_GROUPS
 
     for name in list_suites():

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -49,9 +48,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import distributed
 from bench.backbones import load_backbone
 from bench.config import SYNTHETIC, ExperimentSpec, TrainSpec
+from bench.core import distributed
+from bench.core.arrays import ArrayCache
+from bench.core.atomic import save_torch_atomic, write_json_atomic
+from bench.core.checkpoints import load_checkpoint_file
+from bench.core.errors import CirbenchError
+from bench.core.hashing import digest, image_list_digest
+from bench.core.locks import exclusive
+from bench.core.optim import build_optimizer, build_schedule
+from bench.core.paths import cache_dir, home
+from bench.core.runtime import (
+    autocast,
+    grad_scaler,
+    rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+)
 from bench.data.experiment import (
     ExperimentData,
     TrainTriplet,
@@ -59,19 +74,15 @@ from bench.data.experiment import (
     load_generated_triplets,
     training_text,
 )
-from bench.errors import CirbenchError
 from bench.evaluation import (
     Encoded,
     SplitImages,
-    autocast,
     encode_cached,
     evaluate_splits,
     gather_rows,
-    to_model_input,
 )
-from bench.features import ArrayCache, digest, image_list_digest, load_pixels
-from bench.paths import cache_dir, home
-from bench.tracking import exclusive
+from bench.images.pixels import load_pixels
+from bench.images.transforms import to_model_input
 from methods import create_method
 from methods.base import IMAGE_SIDE, CIRMethod, Phase, TrainBatch
 
@@ -84,21 +95,6 @@ EpochHook = Callable[[str, int, dict[str, float]], None]
 
 class RunStateError(CirbenchError):
     """A run folder holds state that conflicts with the request (e.g. resume without it)."""
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else the CPU; under torchrun, this rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CirbenchError(f"device {name!r} requested but CUDA is not available")
-    return distributed.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def run_dir_for(spec: ExperimentSpec) -> Path:
@@ -151,7 +147,7 @@ def resolve_pretrained(spec: ExperimentSpec, progress: bool) -> str | None:
     """``backbone.pretrained: synthetic`` -> the cached synthetic pre-training checkpoint."""
     if spec.backbone.pretrained != SYNTHETIC:
         return spec.backbone.pretrained
-    from bench.pretrain import ensure_synthetic_backbone
+    from bench.backbones.pretrain import ensure_synthetic_backbone
 
     return str(
         ensure_synthetic_backbone(
@@ -182,7 +178,7 @@ def build_session(
     for split in data.train_split:
         paths.update(split.image_paths)
     generated: list[TrainTriplet] = []
-    if spec.spn.positives is not None and spec.spn.composition != "N":
+    if spec.spn.positives is not None:
         generated, generated_paths = load_generated_triplets(spec, data.root, cache, progress)
         if spec.spn.zero_shot:  # the bank and the pool hold the generated images only
             paths = {}
@@ -235,34 +231,13 @@ def set_trainable(method: CIRMethod, phase: Phase) -> list[torch.nn.Parameter]:
     return params
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainSpec) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on biases, norms, scalars)."""
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
-
-
-def build_schedule(
-    optimizer: torch.optim.Optimizer, cfg: TrainSpec, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_ratio`` of the steps, then cosine decay to 0 (or constant)."""
-    warmup = int(cfg.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def phase_optimizer(
+    params: list[torch.nn.Parameter], cfg: TrainSpec, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser and schedule of one phase (``cfg``: the phase's settings)."""
+    optimizer = build_optimizer(params, cfg.lr, cfg.weight_decay)
+    schedule = build_schedule(optimizer, max(1, total_steps), cfg.warmup_ratio, cfg.schedule)
+    return optimizer, schedule
 
 
 def epoch_seed(seed: int, phase_index: int, epoch: int) -> int:
@@ -273,32 +248,9 @@ def epoch_seed(seed: int, phase_index: int, epoch: int) -> int:
 
 
 def save_main(obj: Any, path: Path) -> None:
-    """:func:`save_atomic` on rank 0 only (every rank holds the same weights)."""
+    """:func:`save_torch_atomic` on rank 0 only (every rank holds the same weights)."""
     if distributed.is_main():
-        save_atomic(obj, path)
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def rng_state() -> dict[str, Any]:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        save_torch_atomic(obj, path)
 
 
 @dataclass
@@ -313,15 +265,6 @@ class TrainState:
     best_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     mlflow_run_id: str | None = None
-
-
-def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise CirbenchError(f"{path}: checkpoint not found") from None
-    except Exception as exc:
-        raise CirbenchError(f"{path}: cannot read checkpoint ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------- training
@@ -348,9 +291,7 @@ class TrainResult:
             "cache": self.cache,
             "mlflow_run_id": self.mlflow_run_id,
         }
-        tmp = self.run_dir / ".result.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, self.run_dir / "result.json")
+        write_json_atomic(self.run_dir / "result.json", record)
 
     @classmethod
     def load(cls, run_dir: Path) -> TrainResult | None:
@@ -389,7 +330,7 @@ def plan_phases(spec: ExperimentSpec, method: CIRMethod) -> list[tuple[Phase, Tr
         return [(p, spec.train.phase(p.name)) for p in method.phases]
     composition = spec.spn.composition
     groups = tuple(method.parameter_groups())
-    if composition == "P":
+    if composition.continues:
         pt = spec.spn.positives_train
         cfg = spec.train.model_copy(
             update={
@@ -599,7 +540,7 @@ def _train_locked(
         )
 
     init_from: Path | None = None
-    composition = spec.spn.composition
+    composition = spec.spn.composition.name
     if not spec.is_stage1:
         stage1 = train(
             spec.stage1_spec(),
@@ -704,11 +645,8 @@ def _train_phases(
             objective.to(session.device)
             params += [p for p in objective.parameters() if p.requires_grad]
         steps_per_epoch = math.ceil(len(session.epoch_triplets(0)) / cfg.batch_size)
-        optimizer = build_optimizer(params, cfg)
-        schedule = build_schedule(optimizer, cfg, max(1, steps_per_epoch * cfg.epochs))
-        scaler = torch.amp.GradScaler(
-            "cuda", enabled=session.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        )
+        optimizer, schedule = phase_optimizer(params, cfg, steps_per_epoch * cfg.epochs)
+        scaler = grad_scaler(session.device)
         resuming_here = checkpoint is not None and checkpoint["state"]["phase_index"] == phase_index
         if resuming_here:
             optimizer.load_state_dict(checkpoint["optimizer"])

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.core.arrays import ArrayCache
+from bench.core.hashing import digest
+from bench.core.runtime import autocast
 from bench.data.experiment import eval_text
 from bench.data.records import CIRSplit
-from bench.data.transforms import TargetPadTransform
-from bench.features import ArrayCache, digest
+from bench.images.transforms import to_model_input
 from bench.metrics import (
     circo_metrics_from_features,
     cirr_metrics_from_features,
@@ -97,16 +99,6 @@ class Encoded:
         )
 
 
-def to_model_input(
-    pixels: np.ndarray, transform: TargetPadTransform, device: torch.device
-) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> float tensor on ``device``, normalised as ``transform`` says."""
-    batch = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(device)
-    mean = torch.tensor(transform.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(transform.std, device=device).view(1, 3, 1, 1)
-    return (batch.float() / 255.0 - mean) / std
-
-
 def iter_encoded(
     method: CIRMethod, pixels: np.ndarray, device: torch.device, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -177,14 +169,6 @@ def encode_cached(
     ref, tgt = cache.get_or_fill("features", keys, fill, len(pixels), meta, dtype, "c")
     files = (cache.path("features", keys[0]), cache.path("features", keys[1]))
     return Encoded(torch.from_numpy(ref), torch.from_numpy(tgt), files)
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """Mixed precision on CUDA (bfloat16 when supported, else float16); off on CPU."""
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
 
 
 @torch.no_grad()

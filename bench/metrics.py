@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.errors import MetricInputError
+from bench.core.errors import MetricInputError
 
 FASHIONIQ_KS: tuple[int, ...] = (10, 50)
 CIRR_KS: tuple[int, ...] = (1, 5, 10, 50)

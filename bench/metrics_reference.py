@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import MetricInputError
+from bench.core.errors import MetricInputError
 
 
 def _scores(scores: Any) -> np.ndarray:

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import CirbenchError
-from bench.suites import PUBLISHED_FILE, Point, SuiteRun, get_profile, load_suite
+from bench.core.errors import CirbenchError
+from bench.runner.paths import PUBLISHED_FILE
+from bench.runner.profiles import get_profile
+from bench.runner.suites import Point, SuiteRun, load_suite
 
 FIQ_COLUMNS = (
     "dress_R@10",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import DataFormatError, MetricInputError
+from bench.core.errors import DataFormatError, MetricInputError
 from bench.metrics import subset_topk_from_scores, subset_topk_names, topk_from_scores, topk_names
 
 CIRR_VERSION = "rc2"

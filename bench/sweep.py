@@ -37,9 +37,10 @@ from typing import Any
 from tqdm import tqdm
 
 from bench.config import SpecError
-from bench.errors import CirbenchError
-from bench.paths import home
-from bench.suites import Point, SuiteRun, get_profile, list_suites, load_suite, suite_file
+from bench.core.errors import CirbenchError
+from bench.core.paths import home
+from bench.runner.profiles import get_profile
+from bench.runner.suites import Point, SuiteRun, list_suites, load_suite, suite_file
 
 log_prefix = "[cirbench sweep]"
 
@@ -98,17 +99,17 @@ def tag_shared_run(run_id: str | None, suite: str) -> None:
         return
     from mlflow.exceptions import MlflowException
 
-    from bench.tracking import _client, default_tracking_uri, with_lock_retry
+    from bench.tracking import client, default_tracking_uri, with_lock_retry
 
-    client = _client(default_tracking_uri())
+    store = client(default_tracking_uri())
     key = f"cirbench.in_suite.{suite}"
     try:
-        with_lock_retry(client.set_tag, run_id, key, "true")
+        with_lock_retry(store.set_tag, run_id, key, "true")
     except MlflowException:
         # two study workers that drew the same value share one run and tag it at the same
         # moment; MLflow's SQL store inserts a new tag without a lock, so the second
         # insert fails on the (key, run) constraint: fine when the tag is there now
-        if client.get_run(run_id).data.tags.get(key) != "true":
+        if store.get_run(run_id).data.tags.get(key) != "true":
             raise
 
 
@@ -303,7 +304,7 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
         finally:
             engine.dispose()
         return
-    from bench.tracking import exclusive
+    from bench.core.locks import exclusive
 
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
@@ -533,7 +534,7 @@ def sweep(
     progress: bool = True,
 ) -> SweepResult:
     """Run one suite (grid or study) under a profile."""
-    from bench import distributed
+    from bench.core import distributed
 
     if distributed.is_distributed():
         raise SweepError(

@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 
 from bench.config import load_spec
+from bench.core.arrays import ArrayCache
 from bench.engine import build_session
 from bench.evaluation import encode_cached
-from bench.features import ArrayCache, load_pixels
+from bench.images.pixels import load_pixels
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "clip4cir_fashioniq.yaml"
+DEFAULT_SPEC = (
+    Path(__file__).resolve().parents[1] / "experiments" / "specs" / "clip4cir_fashioniq.yaml"
+)
 
 
 def run(spec_path: Path, overrides: list[str]) -> dict[str, float]:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SPEC = REPO / "experiments" / "clip4cir_cirr.yaml"
+DEFAULT_SPEC = REPO / "experiments" / "specs" / "clip4cir_cirr.yaml"
 DEFAULT_SET = [
     "dataset.synthetic_size=small",
     "backbone.pretrained=random",
@@ -96,10 +96,9 @@ def child_epoch(mode: str, spec_path: Path, overrides: list[str], repeats: int) 
     from bench.config import load_spec
     from bench.engine import (
         _train_epoch,
-        build_optimizer,
-        build_schedule,
         build_session,
         make_objective,
+        phase_optimizer,
         plan_phases,
         set_trainable,
         training_features,
@@ -112,8 +111,7 @@ def child_epoch(mode: str, spec_path: Path, overrides: list[str], repeats: int) 
     [(phase, cfg)] = plan_phases(spec, session.method)
     params = set_trainable(session.method, phase)
     objective = make_objective(spec, session.method, phase)
-    optimizer = build_optimizer(params, cfg)
-    schedule = build_schedule(optimizer, cfg, 10_000)
+    optimizer, schedule = phase_optimizer(params, cfg, 10_000)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     args = (session, phase, 0, 0, cfg, optimizer, schedule, scaler, True, objective, None)
     _train_epoch(*args)  # warm: the feature cache of this dtype exists afterwards

@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/bench_matching.py [--n 50000] [--dims 128 512] [--json OUT]``
 
 For each embedding size, random L2-normalised float32 embeddings of ``n`` images (fixed
-seed) are matched with ``bench.positives.matching.match_pairs`` in ``window`` mode (the
+seed) are matched with ``bench.spn.positives.matching.match_pairs`` in ``window`` mode (the
 paper's rank window, default ``[10000, 20000)``, ``k = 1`` target per reference, every image
 a reference). Each case runs in a fresh subprocess so its peak memory is its own; reported:
 wall seconds, peak resident memory of the process, its growth during matching, and the
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 try:
-    from bench.positives.matching import match_pairs
+    from bench.spn.positives.matching import match_pairs
 except ModuleNotFoundError:  # running from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.positives.matching import match_pairs
+    from bench.spn.positives.matching import match_pairs
 
 
 def _rss_mb() -> float:

@@ -15,15 +15,16 @@ import torch
 from bench.config import load_spec
 from bench.engine import (
     _train_epoch,
-    build_optimizer,
-    build_schedule,
     build_session,
     make_objective,
+    phase_optimizer,
     plan_phases,
     set_trainable,
 )
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "clip4cir_fashioniq.yaml"
+DEFAULT_SPEC = (
+    Path(__file__).resolve().parents[1] / "experiments" / "specs" / "clip4cir_fashioniq.yaml"
+)
 
 
 def time_epoch(session, phase, cfg) -> float:
@@ -31,8 +32,7 @@ def time_epoch(session, phase, cfg) -> float:
     method = session.method
     params = set_trainable(method, phase)
     objective = make_objective(session.spec, method, phase)
-    optimizer = build_optimizer(params, cfg)
-    schedule = build_schedule(optimizer, cfg, 10_000)
+    optimizer, schedule = phase_optimizer(params, cfg, 10_000)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     frozen = phase.image_frozen(method)
     args = (session, phase, 0, 0, cfg, optimizer, schedule, scaler, frozen, objective, None)

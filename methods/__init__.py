@@ -1,71 +1,22 @@
-"""CIR methods, registered by name.
+"""CIR methods, registered by name (:mod:`methods.registry`).
 
-``create_method(name, backbone, params)`` is the one door in; ``list_methods()`` lists
-what is registered. A new method is one new file in this package with a class decorated
-by ``@register_method("name")`` (and an import line below).
+A method is one module of this package with a :class:`~methods.base.CIRMethod` subclass
+decorated by ``@register_method("name")``, plus its base settings
+``experiments/methods/<name>.yaml``; every module here is imported when the package is,
+so nothing else needs an edit to add a method.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable
-from typing import Any
+import importlib
+import pkgutil
 
-from pydantic import ValidationError
+from methods.registry import create_method, get_method_class, list_methods, register_method
 
-from bench.backbones import Backbone
-from bench.errors import CirbenchError
-from methods.base import CIRMethod
+_INFRASTRUCTURE = {"base", "registry"}
 
-_REGISTRY: dict[str, type[CIRMethod]] = {}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
-
-class UnknownMethodError(CirbenchError, KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message otherwise
-        return str(self.args[0])
-
-
-def register_method(name: str) -> Callable[[type[CIRMethod]], type[CIRMethod]]:
-    """Class decorator: register a :class:`CIRMethod` subclass under ``name``."""
-
-    def decorate(cls: type[CIRMethod]) -> type[CIRMethod]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name]}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def list_methods(pattern: str = "*") -> list[str]:
-    """Registered method names matching a shell-style wildcard."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-
-
-def get_method_class(name: str) -> type[CIRMethod]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownMethodError(
-            f"unknown method {name!r}; registered: {', '.join(list_methods())}"
-        ) from None
-
-
-def create_method(name: str, backbone: Backbone, params: dict[str, Any] | None = None) -> CIRMethod:
-    """Build method ``name`` on ``backbone`` with validated hyperparameters."""
-    cls = get_method_class(name)
-    try:
-        validated = cls.Params.model_validate(params or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"method.params.{'.'.join(map(str, e['loc']))}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
-        )
-        raise CirbenchError(f"invalid hyperparameters for {name!r}: {problems}") from None
-    return cls(backbone, validated)
-
-
-# Registered methods: one import per file.
-from methods import blip4cir, clip4cir, sprc, tgcir  # noqa: E402, F401
+__all__ = ["create_method", "get_method_class", "list_methods", "register_method"]

@@ -170,7 +170,7 @@ class CIRMethod(nn.Module, ABC):
 
     def image_fingerprint(self) -> str:
         """Hash of the image-side weights (keys cached image features)."""
-        from bench.features import tensor_fingerprint
+        from bench.core.hashing import tensor_fingerprint
 
         return tensor_fingerprint(self.target_parameters())
 

@@ -52,9 +52,9 @@ from pydantic import Field
 from torch import nn
 
 from bench.backbones import Backbone, BackboneError
-from bench.backbones_blip import BlipCIRModel
-from methods import register_method
+from bench.backbones.blip import BlipCIRModel
 from methods.base import CIRMethod, MethodParams, Phase, TrainBatch
+from methods.registry import register_method
 
 
 class Blip4CirParams(MethodParams):

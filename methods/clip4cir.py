@@ -23,8 +23,8 @@ from pydantic import Field
 from torch import nn
 
 from bench.backbones import Backbone
-from methods import register_method
 from methods.base import CIRMethod, MethodParams, Phase
+from methods.registry import register_method
 
 
 class Combiner(nn.Module):

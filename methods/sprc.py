@@ -4,7 +4,7 @@ BLIP-2's Q-Former composes the query; written after ``Blip2QformerCirAlignPrompt
 the public code (chunmeifeng/SPRC ``src/lavis/models/blip2_models/
 blip2_qformer_cir_align_prompt.py`` and its ``Qformer.py``; the SPN authors' copy in
 BUAADreamer/SPN4CIR ``blip24cir`` adds the stage-2 query copy), on transformers' BLIP-2
-modules (:mod:`bench.backbones_blip2`). With ``R`` = ``ln_vision(ViT(reference))``:
+modules (:mod:`bench.backbones.blip2`). With ``R`` = ``ln_vision(ViT(reference))``:
 
 * fusion pass: the Q-Former runs the ``n`` query tokens and the text together, the query
   tokens cross-attending to ``R`` (query feed-forward for them, text feed-forward for the
@@ -68,11 +68,11 @@ from torch import nn
 from torch.func import functional_call
 
 from bench.backbones import Backbone, BackboneError
-from bench.backbones_blip2 import EXTRAS_ATTR
-from methods import register_method
+from bench.backbones.blip2 import EXTRAS_ATTR
 from methods.base import IMAGE_SIDE, CIRMethod, MethodParams, Phase, TrainBatch
+from methods.registry import register_method
 
-#: Extras of a LAVIS checkpoint (see bench.lavis_keys) this method uses.
+#: Extras of a LAVIS checkpoint (see bench.backbones.lavis_keys) this method uses.
 EXTRA_PROMPT = "prompt_tokens"
 EXTRA_TEMP = "temp"
 EXTRA_QUERY_COPY = "qformer_query."
@@ -395,7 +395,7 @@ class Sprc(CIRMethod):
 
     def image_fingerprint(self) -> str:
         """Hash of every weight the image representations depend on, the frozen ViT too."""
-        from bench.features import tensor_fingerprint
+        from bench.core.hashing import tensor_fingerprint
 
         vit = list(self._vit_parameters()) if self.params.freeze_vit else []
         return tensor_fingerprint([*vit, *self.target_parameters()])

@@ -58,8 +58,8 @@ from pydantic import Field
 from torch import nn
 
 from bench.backbones import Backbone, BackboneError
-from methods import register_method
 from methods.base import CIRMethod, MethodParams, Phase, TrainBatch
+from methods.registry import register_method
 
 
 def channel_mask_init(num_masks: int, dim: int, low: float = 0.1) -> torch.Tensor:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.backbones import BackboneError, load_backbone
-from bench.backbones_blip import BlipCIRModel, map_blip_state_dict
-from bench.text_tokenizers import BertTokenize
+from bench.backbones.blip import BlipCIRModel, map_blip_state_dict
+from bench.backbones.tokenizers import BertTokenize
 from methods import create_method
 from methods.base import TrainBatch
 from tests.conftest import cirbench_home
@@ -339,8 +339,8 @@ def test_pretraining_interface_matches_bench_pretrain():
 def test_base_config_is_blip_vit_b():
     """``hf-blip:base`` has the shapes of Salesforce's model_base.pth / BLIP4CIR's model
     (built on the meta device: no memory, no download)."""
-    from bench.backbones_blip import base_config
-    from bench.text_tokenizers import bert_tokenizer
+    from bench.backbones.blip import base_config
+    from bench.backbones.tokenizers import bert_tokenizer
 
     with torch.device("meta"):
         model = BlipCIRModel(base_config(bert_tokenizer("cirbench-bert-tiny", 35)))

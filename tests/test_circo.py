@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from bench.config import ExperimentSpec, SpecError, parse_spec
+from bench.core.arrays import ArrayCache
+from bench.core.errors import DataFormatError, MetricInputError
 from bench.data.circo import (
     circo_query_text,
     image_file_name,
@@ -32,15 +34,13 @@ from bench.data.synthetic_circo import (
     generate_circo,
 )
 from bench.engine import build_session, run_dir_for, train
-from bench.errors import DataFormatError, MetricInputError
-from bench.features import ArrayCache
 from bench.metrics import (
     circo_metrics,
     circo_metrics_from_features,
     circo_metrics_from_rankings,
 )
-from bench.positives.pipeline import build_positives
-from bench.positives.writer import read_generated, read_provenance
+from bench.spn.positives.pipeline import build_positives
+from bench.spn.positives.writer import read_generated, read_provenance
 from bench.submission import (
     check_circo_submission,
     circo_submission,
@@ -665,7 +665,7 @@ def test_circo_without_zero_shot_is_a_clear_error(synth: Path, tmp_path: Path) -
 
 def test_circo_zero_shot_end_to_end(home: Path) -> None:
     spec = circo_spec()
-    assert spec.spn.composition == "ZS"
+    assert spec.spn.composition.name == "ZS-ood"
     session = build_session(spec, progress=False, pretrained=False)
     root = session.data.root
     assert session.data.train == [] and session.data.train_split == []
@@ -699,15 +699,15 @@ def test_circo_zero_shot_end_to_end(home: Path) -> None:
     run = mlflow.MlflowClient().get_run(result.mlflow_run_id)
     assert {"val.mAP_at_5", "val.mAP_at_50", "final.mAP_at_10"} <= set(run.data.metrics)
     assert run.data.metrics["final.mAP_at_10"] == pytest.approx(result.metrics["mAP@10"])
-    assert run.data.tags["cirbench.composition"] == "ZS"
+    assert run.data.tags["cirbench.composition"] == "ZS-ood"
     assert run.data.tags["cirbench.dataset"] == "circo"
 
     with_bank = circo_spec(negatives={"epochs": 1, "batch_size": 32, "half_bank": True})
-    assert with_bank.spn.composition == "ZS+N"
+    assert with_bank.spn.composition.name == "ZS-ood+N"
     assert run_dir_for(with_bank.stage1_spec()) == result.run_dir  # ZS is its stage 1
     bank_result = train(with_bank, progress=False)
     assert [h["phase"] for h in bank_result.history] == ["spn_negatives"]
     assert set(bank_result.metrics) == {f"mAP@{k}" for k in KS}
     run = mlflow.MlflowClient().get_run(bank_result.mlflow_run_id)
-    assert run.data.tags["cirbench.composition"] == "ZS+N"
+    assert run.data.tags["cirbench.composition"] == "ZS-ood+N"
     assert run.data.tags["cirbench.stage1_checkpoint"] == str(result.best_checkpoint)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.core.errors import DataFormatError
 from bench.data.cirr import load_cirr_split
 from bench.data.fashioniq import fashioniq_query_text, load_fashioniq_split
-from bench.data.transforms import TargetPadTransform, target_pad
-from bench.errors import DataFormatError
+from bench.images.transforms import TargetPadTransform, target_pad
 
 # ---------------------------------------------------------------- real annotation files
 

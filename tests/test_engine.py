@@ -14,9 +14,10 @@ import torch
 
 from bench.backbones import BackboneError, load_backbone
 from bench.config import SpecError, load_spec, parse_spec
+from bench.core.arrays import ArrayCache
 from bench.engine import RunStateError, build_session, evaluate, run_dir_for, train
 from bench.evaluation import encode_cached
-from bench.features import ArrayCache, load_pixels
+from bench.images.pixels import load_pixels
 from bench.tracking import find_runs
 from methods import create_method, list_methods
 from tests.conftest import cirbench_home
@@ -205,7 +206,7 @@ def test_feature_cache_hit_and_invalidation(tmp_path):
     # preprocessing is part of the pixel key
     split = images.split
     a = load_pixels(cache, split.gallery, split.image_paths, method.transform, progress=False)
-    from bench.data.transforms import TargetPadTransform
+    from bench.images.transforms import TargetPadTransform
 
     other = TargetPadTransform(size=method.transform.size, ratio=None)
     b = load_pixels(cache, split.gallery, split.image_paths, other, progress=False)

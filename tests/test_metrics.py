@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench import metrics
-from bench.errors import MetricInputError
+from bench.core.errors import MetricInputError
 from bench.metrics import (
     DEFAULT_FASHIONIQ_PROTOCOL,
     FASHIONIQ_PROTOCOLS,

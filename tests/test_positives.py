@@ -11,24 +11,19 @@ import numpy as np
 import pytest
 
 from bench.backbones import load_backbone
+from bench.config import PositivesSpec
+from bench.core.arrays import ArrayCache
+from bench.core.errors import DataFormatError
 from bench.data.cirr import load_cirr_split
 from bench.data.fashioniq import load_fashioniq_split
 from bench.data.synthetic import describe, generate
-from bench.errors import DataFormatError
-from bench.features import ArrayCache
-from bench.positives import (
-    PositivesSpec,
-    TemplateComposer,
-    build_positives,
-    deduplicate,
-    make_captioner,
-    match_pairs,
-    read_generated,
-)
-from bench.positives.captioners import CaptionerError, read_journal
-from bench.positives.cli import register_cli
-from bench.positives.matching import window_targets
-from bench.positives.templates import compose, resolve_template
+from bench.spn.positives.captioners import CaptionerError, make_captioner, read_journal
+from bench.spn.positives.cli import register_cli
+from bench.spn.positives.dedup import deduplicate
+from bench.spn.positives.matching import match_pairs, window_targets
+from bench.spn.positives.pipeline import build_positives
+from bench.spn.positives.templates import TemplateComposer, compose, resolve_template
+from bench.spn.positives.writer import read_generated
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,16 @@ from bench.config import ExperimentSpec, parse_spec
 from bench.engine import (
     BankObjective,
     _train_epoch,
-    build_optimizer,
-    build_schedule,
     build_session,
     make_objective,
+    phase_optimizer,
     plan_phases,
     run_dir_for,
     set_trainable,
     train,
     training_features,
 )
-from bench.method_bases import method_base, methods_with_bases
+from bench.runner.bases import method_base, methods_with_bases
 from methods import list_methods
 from tests.conftest import cirbench_home
 
@@ -127,7 +126,7 @@ POSITIVES = {
 )
 def test_all_four_compositions_run(spn, composition, phases):
     spec = spec_with(**spn)
-    assert spec.spn.composition == composition
+    assert spec.spn.composition.name == composition
     result = train(spec, resume=True, progress=False)
     assert [h["phase"] for h in result.history] == phases
     assert 0 <= result.metrics["Rmean"] <= 100
@@ -143,7 +142,7 @@ def test_all_four_compositions_run(spn, composition, phases):
 
 def test_zero_shot_trains_on_generated_triplets_only():
     spec = spec_with(positives={**POSITIVES, "pool": "pool", "name": "zs"}, zero_shot=True)
-    assert spec.spn.composition == "ZS"
+    assert spec.spn.composition.name == "ZS-ood"
     session = build_session(spec, progress=False, pretrained=False)
     epoch = session.epoch_triplets(0)
     assert epoch and all(t.source == "generated/zs" for t in epoch)
@@ -157,7 +156,7 @@ def test_zero_shot_trains_on_generated_triplets_only():
     with_bank = spec_with(
         positives={**POSITIVES, "pool": "pool", "name": "zs"}, zero_shot=True, negatives=NEGATIVES
     )
-    assert with_bank.spn.composition == "ZS+N"
+    assert with_bank.spn.composition.name == "ZS-ood+N"
     assert train(with_bank, progress=False).history[0]["phase"] == "spn_negatives"
 
 
@@ -220,7 +219,7 @@ def test_every_method_runs_all_four_compositions(method):
         "P+N": {"positives": POSITIVES, "negatives": NEGATIVES},
     }.items():
         spec = tiny_method_spec(method, **spn)
-        assert spec.spn.composition == composition
+        assert spec.spn.composition.name == composition
         results[composition] = train(spec, resume=True, progress=False)
         assert 0 <= results[composition].metrics["Rmean"] <= 100
     none_phases = [h["phase"] for h in results["none"].history]
@@ -367,8 +366,7 @@ def test_float32_mapped_bank_stage_equals_the_in_ram_stage():
         [(phase, cfg)] = plan_phases(spec, session.method)
         params = set_trainable(session.method, phase)
         objective = make_objective(spec, session.method, phase)
-        optimizer = build_optimizer(params, cfg)
-        schedule = build_schedule(optimizer, cfg, 10)
+        optimizer, schedule = phase_optimizer(params, cfg, 10)
         scaler = torch.amp.GradScaler("cuda", enabled=False)
         loss, _ = _train_epoch(
             session, phase, 0, 0, cfg, optimizer, schedule, scaler, True, objective, None

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.backbones import BackboneError, load_backbone
-from bench.backbones_blip2 import CONTEXT_LENGTH, EXTRAS_ATTR, TINY_EMBED_DIM
+from bench.backbones.blip2 import CONTEXT_LENGTH, EXTRAS_ATTR, TINY_EMBED_DIM
+from bench.backbones.lavis_keys import hf_key_to_lavis, hf_to_lavis, lavis_key_to_hf, lavis_to_hf
 from bench.engine import plan_phases, set_trainable
-from bench.lavis_keys import hf_key_to_lavis, hf_to_lavis, lavis_key_to_hf, lavis_to_hf
 from methods import create_method
 from methods.base import TrainBatch
 from methods.sprc import Sprc, contrastive_loss, prompt_alignment_loss

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import DataFormatError, MetricInputError
+from bench.core.errors import DataFormatError, MetricInputError
 from bench.submission import (
     check_cirr_submission,
     cirr_submission_from_features,

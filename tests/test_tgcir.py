@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bench.backbones import load_backbone
-from bench.method_bases import method_base, methods_with_bases
+from bench.runner.bases import method_base, methods_with_bases
 from methods import create_method, get_method_class, list_methods
 from methods.base import IMAGE_SIDE, TrainBatch
 from methods.tgcir import TgCir, TokenLearner, channel_mask_init

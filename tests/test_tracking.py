@@ -16,11 +16,10 @@ from bench.tracking import (
     TrackingError,
     default_tracking_uri,
     find_runs,
-    is_main_process,
     metric_key,
-    run_tags,
     ui_command,
 )
+from bench.tracking.tags import is_main_process, run_tags
 from tests.conftest import run_processes_at_once
 
 # MLflow 3.17 + SQLAlchemy 2.1: deprecation warning from inside mlflow on store init.

@@ -39,6 +39,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.core.errors import DataFormatError
 from bench.data.records import CIRSplit, Query
 from bench.data.validation import (
     EXAMPLES_SHOWN,
@@ -49,7 +50,6 @@ from bench.data.validation import (
     read_json,
     read_json_logged,
 )
-from bench.errors import DataFormatError
 
 SPLITS = ("val", "test")
 NO_TARGET_SPLITS = ("test",)

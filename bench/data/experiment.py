@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import SYNTHETIC, DatasetSpec, ExperimentSpec
+from bench.core.arrays import ArrayCache
+from bench.core.locks import exclusive
+from bench.core.paths import synthetic_root
 from bench.data import circo, cirr, fashioniq
 from bench.data.records import CIRSplit
-from bench.features import ArrayCache
-from bench.paths import synthetic_root
-from bench.tracking import exclusive
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,10 @@ def load_generated_triplets(
 ) -> tuple[list[TrainTriplet], dict[str, Path]]:
     """Build (or reuse, it is cached) the spec's generated triplets (positive scaling) and
     read them back in the dataset's own caption format, with their images' paths."""
-    from bench.positives.pipeline import PositivesSpec, build_positives
+    from bench.spn.positives.pipeline import build_positives
 
-    positives = PositivesSpec.model_validate(spec.spn.positives)
+    positives = spec.spn.positives
+    assert positives is not None
     built = build_positives(
         dataset_root, spec.dataset.format, positives, cache=cache, progress=progress
     )

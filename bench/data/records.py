@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from bench.errors import DataFormatError
+from bench.core.errors import DataFormatError
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bench.core.errors import DataFormatError
 from bench.data.cirr import load_cirr_split
 from bench.data.fashioniq import CATEGORIES, load_fashioniq_split
 from bench.data.synthetic import AttributeIndex
-from bench.errors import DataFormatError
 from bench.metrics import cirr_metrics, fashioniq_average, fashioniq_metrics
 
 RANKERS = ("image_only", "text_only", "oracle")

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bench.core.errors import DataFormatError
 from bench.data.circo import (
     COCO_FOLDER,
     IMAGE_FOLDER,
@@ -66,7 +67,6 @@ from bench.data.synthetic import (
     describe,
     render,
 )
-from bench.errors import DataFormatError
 from bench.metrics import circo_metrics
 
 GENERATOR_ID = "cirbench.bench.data.synthetic_circo"

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.core.errors import DataFormatError
 from bench.data.records import Finding
-from bench.errors import DataFormatError
 
 #: How many example names a "missing images" finding quotes.
 EXAMPLES_SHOWN = 5

@@ -1,0 +1,170 @@
+"""Experiment specs: YAML files validated into typed config objects.
+
+One spec = dataset, backbone, method (with its hyperparameters), training, evaluation and
+the SPN modifiers (:mod:`bench.config.spn`). Unknown keys and bad values are errors that
+name the file and the dotted key; command line overrides (``--set train.lr=1e-5``) are
+applied before validation, their values parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from bench.config.base import SpecError, Strict, read_yaml, validation_problems
+from bench.config.merge import apply_overrides, flatten
+from bench.config.spn import SPNSpec
+
+#: ``dataset.root`` value that selects the embedded synthetic benchmark.
+SYNTHETIC = "synthetic"
+
+
+class DatasetSpec(Strict):
+    format: Literal["fashioniq", "cirr", "circo"]
+    root: str = SYNTHETIC
+    synthetic_size: Literal["tiny", "small", "default"] = "default"
+    synthetic_seed: int = 0
+    categories: tuple[Literal["dress", "shirt", "toptee"], ...] = ("dress", "shirt", "toptee")
+    train_split: str = "train"
+    eval_split: str = "val"
+    protocol: Literal["full_gallery", "drop_reference", "triplet_gallery"] = "full_gallery"
+    cirr_targets: Literal["hard", "soft"] = "hard"
+    max_train_queries: int | None = Field(default=None, gt=0)
+
+
+class BackboneSpec(Strict):
+    arch: str = "cirbench-tiny"
+    pretrained: str | None = SYNTHETIC
+    target_pad_ratio: float | None = Field(default=1.25, gt=1.0)
+
+
+class MethodSpec(Strict):
+    name: str = "clip4cir"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PhaseSpec(Strict):
+    """Training settings of one method phase (stage); unset fields inherit ``train``."""
+
+    epochs: int | None = Field(default=None, ge=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(default=3, ge=0)
+    batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    mixed_precision: bool = True
+    num_workers: int = Field(default=0, ge=0)
+    save_best_checkpoint_artifact: bool = False
+    phases: dict[str, PhaseSpec] = Field(default_factory=dict)
+
+    def phase(self, name: str) -> TrainSpec:
+        """The settings for phase ``name``: this spec with the phase's overrides applied."""
+        override = self.phases.get(name)
+        if override is None:
+            return self
+        values = {k: v for k, v in override.model_dump().items() if v is not None}
+        return self.model_copy(update=values)
+
+
+class EvalSpec(Strict):
+    batch_size: int = Field(default=256, gt=0)
+    every_epoch: bool = True
+    select_metric: str | None = None
+
+
+class ExperimentSpec(Strict):
+    name: str
+    experiment: str = "cirbench"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "runs"
+    dataset: DatasetSpec
+    backbone: BackboneSpec = Field(default_factory=BackboneSpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    spn: SPNSpec = Field(default_factory=SPNSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_segment(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError("must be a non-empty name without '/' (it names the run folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _spn_is_consistent(self) -> ExperimentSpec:
+        if self.dataset.format == "circo":
+            if not self.spn.zero_shot:
+                raise ValueError(
+                    "dataset.format circo: CIRCO has no training split; a CIRCO run trains "
+                    "zero-shot on generated triplets: set spn.zero_shot: true and "
+                    "spn.positives with an out-of-domain pool (pool: pool or a folder)"
+                )
+            if self.spn.positives is None or self.spn.positives.pool == "train":
+                raise ValueError(
+                    "dataset.format circo: spn.positives.pool 'train' (the default) does not "
+                    "exist for CIRCO; use pool: pool (the synthetic unlabeled pool) or a "
+                    "folder of images"
+                )
+        return self
+
+    @property
+    def is_stage1(self) -> bool:
+        """True when this spec trains from the backbone (no modifier, or zero-shot stage 1);
+        False when it continues from the run of :meth:`stage1_spec`."""
+        return self.spn.composition.is_stage1
+
+    def stage1_spec(self) -> ExperimentSpec:
+        """The spec whose run is the stage-1 checkpoint SPN continues from: the same spec
+        without modifiers (zero-shot: without negatives, stage 1 trains on generated data).
+        All compositions of one base share it, so stage 1 is trained once."""
+        spn = self.spn.model_copy(update={"negatives": None}) if self.spn.zero_shot else SPNSpec()
+        return self.model_copy(update={"spn": spn})
+
+    def flat(self) -> dict[str, Any]:
+        """The spec flattened to dotted keys (MLflow params)."""
+        return flatten(self.model_dump(mode="json"))
+
+    def digest(self) -> str:
+        """A content hash of the resolved spec (identifies a grid point)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_spec(
+    data: dict[str, Any], *, source: str = "<spec>", overrides: list[str] | None = None
+) -> ExperimentSpec:
+    """Validate a spec given as a dict (after applying overrides)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [], source)
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(f"  {line}" for line in validation_problems(exc))
+        raise SpecError(f"{source}: invalid experiment spec\n{problems}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Read and validate a YAML experiment spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    return parse_spec(read_yaml(path), source=str(path), overrides=overrides)

@@ -1,0 +1,62 @@
+"""Where and how a computation runs: the device, seeding, RNG state, mixed precision."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.core import distributed
+from bench.core.errors import CirbenchError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU; under torchrun, this rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CirbenchError(f"device {name!r} requested but CUDA is not available")
+    return distributed.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (saved in resume checkpoints: dropout continues exactly)."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """Mixed precision on CUDA (bfloat16 when supported, else float16); off on CPU."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """A loss scaler, active only for float16 autocast (CUDA without bfloat16)."""
+    return torch.amp.GradScaler(
+        "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    )

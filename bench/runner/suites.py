@@ -1,0 +1,266 @@
+"""Experiment suites: one YAML file per paper table or study in ``experiments/suites/``.
+
+A suite is a grid (methods x compositions x seeds x optional extra axes) or an Optuna
+study over one spec key, on one or more datasets. Each grid point (and each study trial
+and seed) resolves to a full :class:`~bench.config.ExperimentSpec` built from
+
+1. the method's base settings (``experiments/methods/<name>.yaml``, profile ``synthetic``
+   on the embedded benchmark, ``real`` with ``--data-root``),
+2. the run profile (``experiments/profiles.yaml``: ``quick`` for CI, ``default``,
+   ``full``): data size, seeds, epoch caps,
+3. the SPN composition (:data:`COMPOSITIONS`) with the released recipe per dataset,
+4. the suite's own overrides (``overrides``, then ``dataset_overrides``),
+5. the point's extra axis values (dotted spec keys).
+
+Point names do not depend on the composition, so every composition of one (method,
+dataset, seed) shares the stage-1 run (the engine trains it once), and a point that two
+suites share (Table 2's "none" and the ablation's "none") is one run.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from bench.config import (
+    ExperimentSpec,
+    SpecError,
+    Strict,
+    apply_overrides,
+    parse_spec,
+    read_yaml,
+    validation_problems,
+)
+from bench.runner.bases import method_base, methods_with_bases
+from bench.runner.paths import SUITES_DIR
+from bench.runner.profiles import Profile
+from bench.runner.recipes import composition_spn
+from bench.spn.compositions import COMPOSITIONS
+
+DatasetFormat = Literal["fashioniq", "cirr", "circo"]
+
+
+# ----------------------------------------------------------------------------- suites
+
+
+class StudySpec(Strict):
+    """An Optuna study over one integer spec key (the negative-bank size by default)."""
+
+    parameter: str = "spn.negatives.neg_num"
+    low: int = Field(default=4, ge=1)
+    #: "bank": up to the whole bank (every training image but the positive)
+    high: int | Literal["bank"] = "bank"
+    log: bool = True
+    objective: str = "Rmean"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    composition: str = "N"
+    pruner: Literal["median", "none"] = "median"
+    sampler_seed: int = 0
+
+
+class ReportSpec(Strict):
+    """What ``cirbench report`` draws from a suite."""
+
+    table: Literal["paper", "compositions", "axis", "study"] = "compositions"
+    paper_table: int | None = None
+    plot: Literal["bars", "axis", "bank_size", "none"] = "bars"
+
+
+class SuiteSpec(Strict):
+    suite: str
+    title: str
+    kind: Literal["grid", "study"] = "grid"
+    datasets: tuple[DatasetFormat, ...]
+    methods: tuple[str, ...] | Literal["all"] = "all"
+    compositions: tuple[str, ...] = ("none",)
+    seeds: tuple[int, ...] | None = None
+    #: extra grid axes: dotted spec key -> values (e.g. spn.positives.K: [100, 200])
+    axes: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    #: dotted KEY=VALUE overrides for every spec of the suite (e.g. a tuned stage-2 lr)
+    overrides: tuple[str, ...] = ()
+    #: dataset format -> dotted overrides for that dataset's specs
+    dataset_overrides: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    study: StudySpec | None = None
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @field_validator("compositions")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in COMPOSITIONS]
+        if unknown:
+            raise ValueError(f"unknown compositions {unknown}; known: {list(COMPOSITIONS)}")
+        return value
+
+    def method_names(self) -> list[str]:
+        return methods_with_bases() if self.methods == "all" else list(self.methods)
+
+
+def suite_file(name: str) -> Path:
+    """A suite's file: a path to a YAML file, or a name in ``experiments/suites/``."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    return SUITES_DIR / f"{name}.yaml"
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name: str) -> SuiteSpec:
+    path = suite_file(name)
+    if not path.is_file():
+        raise SpecError(f"{path}: suite not found; known suites: {', '.join(list_suites())}")
+    data = read_yaml(path)
+    try:
+        suite = SuiteSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{path}: {'; '.join(validation_problems(exc))}") from None
+    if suite.kind == "study" and suite.study is None:
+        raise SpecError(f"{path}: field 'study': a study suite needs a study block")
+    return suite
+
+
+# ----------------------------------------------------------------------------- points
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: everything that identifies a run of a suite."""
+
+    method: str
+    dataset: str
+    composition: str
+    seed: int
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """Run name; independent of the composition so compositions share stage 1."""
+        return f"{self.method}-{self.dataset}-s{self.seed}"
+
+    def label(self) -> str:
+        extra = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.extra)
+        return f"{self.method} {self.dataset} {self.composition} seed {self.seed} {extra}".strip()
+
+
+@dataclass
+class SuiteRun:
+    """A suite resolved against a profile (and real data, when given)."""
+
+    suite: SuiteSpec
+    profile: Profile
+    data_root: Path | None = None
+    seeds_override: tuple[int, ...] | None = None
+    extra_overrides: tuple[str, ...] = field(default_factory=tuple)
+    #: Optuna storage URL of a study suite (None: the default journal file)
+    storage: str | None = None
+    methods_override: tuple[str, ...] | None = None
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.methods_override or self.suite.method_names())
+
+    @property
+    def real(self) -> bool:
+        return self.data_root is not None
+
+    @property
+    def experiment(self) -> str:
+        """One MLflow experiment per profile (all suites' runs side by side)."""
+        return f"cirbench-ablate-{'real' if self.real else self.profile.name}"
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return (
+            self.seeds_override
+            or self.profile.suite_seeds.get(self.suite.suite)
+            or self.suite.seeds
+            or self.profile.seeds
+        )
+
+    def points(self) -> list[Point]:
+        axes = list(self.suite.axes.items())
+        combos = list(itertools.product(*(values for _, values in axes))) or [()]
+        return [
+            Point(m, d, c, s, tuple(zip([k for k, _ in axes], combo, strict=True)))
+            for d in self.suite.datasets
+            for m in self.methods
+            for c in self.suite.compositions
+            for s in self.seeds
+            for combo in combos
+        ]
+
+    def spec(self, point: Point, overrides: tuple[str, ...] = ()) -> ExperimentSpec:
+        """The resolved spec of ``point`` (see the module docstring)."""
+        base = method_base(point.method, "real" if self.real else "synthetic", point.dataset)
+        method_spn = base.pop("spn", {}) or {}
+        dataset: dict[str, Any] = {"format": point.dataset}
+        if self.real:
+            dataset["root"] = str(self.data_root)
+        else:
+            dataset["root"] = "synthetic"
+            dataset["synthetic_size"] = self.profile.synthetic_size
+            if self.profile.max_train_queries:
+                dataset["max_train_queries"] = self.profile.max_train_queries
+            if self.profile.categories and point.dataset == "fashioniq":
+                dataset["categories"] = list(self.profile.categories)
+            if self.profile.pretrained:
+                base["backbone"] = {
+                    **base.get("backbone", {}),
+                    "pretrained": self.profile.pretrained,
+                }
+        data: dict[str, Any] = {
+            "name": point.name,
+            "experiment": self.experiment,
+            "seed": point.seed,
+            "dataset": dataset,
+            **base,
+            "spn": composition_spn(point.composition, point.dataset, self.real, method_spn),
+        }
+        if self.profile.max_epochs:
+            data = cap_epochs(data, self.profile.max_epochs)
+        all_overrides = [
+            *self.profile.overrides,
+            *self.suite.overrides,
+            *self.suite.dataset_overrides.get(point.dataset, ()),
+            *(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in point.extra),
+            *self.extra_overrides,
+            *overrides,
+        ]
+        source = f"suite {self.suite.suite} point [{point.label()}]"
+        data = apply_overrides(data, [o for o in all_overrides if _applies(o, data)], source)
+        return parse_spec(data, source=source)
+
+
+def cap_epochs(data: dict[str, Any], cap: int) -> dict[str, Any]:
+    """Every phase's epochs (stage 1, its phases, the P continuation, stage 2) at most ``cap``."""
+    data = copy.deepcopy(data)
+    train = data.setdefault("train", {})
+    train["epochs"] = min(train.get("epochs", 3), cap)
+    for phase in (train.get("phases") or {}).values():
+        phase["epochs"] = min(phase.get("epochs") or cap, cap)
+    spn = data.get("spn", {})
+    if "positives" in spn or "positives_train" in spn:
+        pt = spn.setdefault("positives_train", {})
+        pt["epochs"] = min(pt.get("epochs", 2), cap)
+    if "negatives" in spn:
+        neg = spn["negatives"]
+        neg["epochs"] = min(neg.get("epochs") or cap, cap)
+    return data
+
+
+def _applies(override: str, data: dict[str, Any]) -> bool:
+    """Overrides of ``spn.negatives.*`` / ``spn.positives.*`` apply only to compositions
+    that switch that modifier on (so a profile's stage-2 settings don't turn N on)."""
+    key = override.split("=", 1)[0]
+    for block in ("spn.negatives.", "spn.positives.", "spn.positives_train."):
+        if key.startswith(block):
+            return block.split(".")[1] in data.get("spn", {})
+    return True

@@ -1,0 +1,632 @@
+"""The positive-scaling pipeline as named, cached steps.
+
+``build_positives(root, format, spec)`` runs, for each group of the pool (one group per
+FashionIQ category, one for CIRR and CIRCO):
+
+1. ``pool``: the images — the dataset's own training images (``pool: train``, in-domain),
+   the synthetic benchmark's unlabeled pool (``pool: pool``, ``<synthetic root>/pool``) or
+   any folder of images (out-of-domain; for FashionIQ, sub-folders named after the
+   categories are matched within their category). CIRCO has no training split, so its
+   generated sets are out-of-domain only; its ``pool: pool`` is the pool's one-object
+   (FashionIQ-style) images of every category, the kind of image the synthetic CIRCO
+   gallery holds;
+2. ``embeddings`` of every pool image with the matching backbone (feature cache, keyed by
+   weights + image list + preprocessing);
+3. ``dedup`` (optional): near-duplicates removed (cosine similarity > threshold);
+4. ``captions`` of the kept images (a per-image journal keyed by the captioner's
+   description and the category: a changed pool or threshold captions only new images);
+5. ``match``: (reference, target) pairs from the rank window (or at random);
+6. ``compose``: the optional cap ``K`` on the total, then one template per triplet;
+7. ``write``: the dataset's own caption-file format next to the official files (CIRCO,
+   evaluation-only: CIRR caption records next to its annotations), with a provenance
+   record (skipped when the files of the same build are already there).
+
+The paper's order is de-duplicate, caption, match (SPN4CIR README: "0. Image
+De-Duplicate", "1. Caption Generation", "2. Image Pair Match"); captioning after dedup
+spares the multi-modal LLM the duplicates. Each step is cached by its inputs, so a second
+build of the same spec does no work and a changed window recomputes only matching onward.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.config import PositivesSpec
+from bench.core.arrays import ArrayCache
+from bench.core.hashing import digest, image_list_digest
+from bench.data import cirr as cirr_reader
+from bench.data import fashioniq as fiq_reader
+from bench.spn.positives.captioners import Captioner, make_captioner
+from bench.spn.positives.dedup import DedupResult, deduplicate
+from bench.spn.positives.matching import cap_total, embed_images, embedding_key, match_pairs
+from bench.spn.positives.templates import TemplateComposer
+from bench.spn.positives.writer import (
+    GeneratedTriplet,
+    provenance_path,
+    read_generated,
+    read_provenance,
+    write_generated,
+    write_json_atomic,
+)
+
+GENERATOR = "cirbench.bench.spn.positives"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class PoolGroup:
+    """The pool images of one group (a FashionIQ category, or ``None``)."""
+
+    category: str | None
+    names: list[str]
+    paths: dict[str, Path]
+    train_references: set[str] = field(default_factory=set)
+
+
+@dataclass
+class GeneratedSet:
+    """The result of a build: triplets, the images they use, files, provenance, and what
+    each step did (``computed``, ``cached`` or ``skipped``)."""
+
+    name: str
+    format: str
+    root: Path
+    triplets: list[GeneratedTriplet]
+    image_paths: dict[str, Path]
+    files: dict[str, Path]
+    provenance: dict[str, Any]
+    steps: dict[str, str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- pool
+
+
+def _scan_folder(folder: Path) -> dict[str, Path]:
+    """name (file stem) -> path of every image under ``folder``, in path order."""
+    found: dict[str, Path] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        if path.stem in found:
+            raise ValueError(
+                f"{folder}: two images named {path.stem!r}: {found[path.stem]} and {path}"
+            )
+        found[path.stem] = path
+    return found
+
+
+#: Which images of the synthetic unlabeled pool (``metadata/images.json`` field
+#: ``dataset``) serve a format's ``pool: pool``: CIRCO's synthetic gallery holds one-object
+#: images, the pool's FashionIQ-style kind (all categories, one group).
+POOL_DATASET = {"fashioniq": "fashioniq", "cirr": "cirr", "circo": "fashioniq"}
+FORMATS = tuple(POOL_DATASET)
+
+
+def _categories(format: str, spec: PositivesSpec) -> list[str | None]:
+    if format in ("cirr", "circo"):
+        return [None]
+    return list(spec.categories or fiq_reader.CATEGORIES)
+
+
+def resolve_pool(root: Path, format: str, spec: PositivesSpec) -> list[PoolGroup]:
+    """The pool's groups (see the module docstring for the pool kinds)."""
+    groups: list[PoolGroup] = []
+    if spec.pool == "train" and format == "circo":
+        raise ValueError(
+            "pool 'train': CIRCO has no training split; build CIRCO's generated triplets "
+            "from an out-of-domain pool (pool: pool, or a folder of images)"
+        )
+    if spec.pool == "train":
+        for category in _categories(format, spec):
+            if format == "fashioniq":
+                split = fiq_reader.load_fashioniq_split(root, category, "train")  # type: ignore[arg-type]
+            else:
+                split = cirr_reader.load_cirr_split(root, "train")
+            refs = {q.reference for q in split.queries}
+            groups.append(PoolGroup(category, list(split.gallery), dict(split.image_paths), refs))
+        return groups
+    if spec.pool == "pool":
+        pool_dir = Path(root).resolve().parent / "pool"
+        meta_path = pool_dir / "metadata" / "images.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{meta_path}: pool 'pool' is the synthetic benchmark's unlabeled pool, "
+                f"expected beside the dataset at {pool_dir}"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        for category in _categories(format, spec):
+            names = sorted(
+                n
+                for n, info in meta.items()
+                if info.get("dataset") == POOL_DATASET[format]
+                and (category is None or info.get("category") == category)
+            )
+            paths = {n: pool_dir / "images" / f"{n}.png" for n in names}
+            missing = [n for n in names if not paths[n].is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{pool_dir / 'images'}: {len(missing)} pool images missing, e.g. {missing[:3]}"
+                )
+            groups.append(PoolGroup(category, names, paths))
+        return groups
+    folder = Path(spec.pool).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder}: pool folder not found (pool is train, pool or a folder)"
+        )
+    wanted = _categories(format, spec)
+    by_category = [c for c in wanted if c is not None and (folder / c).is_dir()]
+    if format == "fashioniq" and by_category:
+        for category in by_category:
+            found = _scan_folder(folder / category)
+            groups.append(PoolGroup(category, list(found), found))
+    else:
+        found = _scan_folder(folder)
+        groups.append(PoolGroup(None, list(found), found))
+    return groups
+
+
+def _train_image_names(root: Path, format: str) -> dict[str, Path]:
+    """Every training image of the dataset (to keep out-of-domain names from colliding;
+    CIRCO has none)."""
+    names: dict[str, Path] = {}
+    if format == "fashioniq":
+        for category in fiq_reader.CATEGORIES:
+            path = fiq_reader.split_file(root, category, "train")
+            if path.is_file():
+                for n in json.loads(path.read_text(encoding="utf-8")):
+                    names[n] = root / "images" / n
+    elif format == "cirr":
+        path = cirr_reader.split_file(root, "train")
+        if path.is_file():
+            names.update(
+                {n: root / p for n, p in json.loads(path.read_text(encoding="utf-8")).items()}
+            )
+    return names
+
+
+# --------------------------------------------------------------------------- the build
+
+
+class PositivesBuild:
+    """One build of a spec on a dataset; each step runs once, on demand, and is cached."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        format: str,
+        spec: PositivesSpec,
+        *,
+        cache: ArrayCache | None = None,
+        progress: bool = True,
+        backbone: Any = None,
+        device: str | None = None,
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown dataset format {format!r}; expected one of {FORMATS}")
+        if cache is None:
+            from bench.core.paths import cache_dir
+
+            cache = ArrayCache(cache_dir())
+        self.root = Path(root)
+        self.format = format
+        self.spec = spec
+        self.cache = cache
+        self.progress = progress
+        self.device = device
+        self._backbone = backbone
+        self._given_backbone = backbone
+        self.steps: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+        self.total_pairs = 0
+        self._groups: list[PoolGroup] | None = None
+        self._embeddings: dict[str | None, tuple[str, np.ndarray]] = {}
+        self._dedup: dict[str | None, DedupResult] | None = None
+        self._captions: dict[str | None, dict[str, str]] | None = None
+        self._pairs: dict[str | None, tuple[str, np.ndarray]] | None = None
+        self._captioner: Captioner | None = None
+
+    # -- helpers
+
+    def _mark(self, step: str, computed: bool) -> None:
+        previous = self.steps.get(step)
+        self.steps[step] = "computed" if computed or previous == "computed" else "cached"
+
+    def _timed(self, step: str, run: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return run()
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
+
+    @property
+    def store(self) -> Path:
+        return self.cache.root / "positives"
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return self.spec.mode == "window" or self.spec.dedup_threshold is not None
+
+    @property
+    def backbone(self) -> Any:
+        """The matching backbone, loaded on first use (cache hits never load it)."""
+        if self._backbone is None:
+            from bench.backbones import load_backbone
+
+            ref = self.spec.backbone
+            pretrained = ref.pretrained
+            if pretrained == "synthetic":
+                pretrained = str(self._synthetic_backbone())
+            self._backbone = load_backbone(
+                ref.arch, pretrained, target_pad_ratio=ref.target_pad_ratio
+            )
+        return self._backbone
+
+    def _synthetic_backbone(self) -> Path:
+        summary = self.root.resolve().parent / "synthetic.json"
+        if not summary.is_file():
+            raise FileNotFoundError(
+                f"{summary}: backbone.pretrained 'synthetic' needs the dataset to be part of the "
+                "synthetic benchmark; give a checkpoint path or an open_clip tag instead"
+            )
+        info = json.loads(summary.read_text(encoding="utf-8"))
+        from bench.backbones.pretrain import ensure_synthetic_backbone
+
+        return ensure_synthetic_backbone(
+            self.spec.backbone.arch, size=info["size"], seed=info["seed"], progress=self.progress
+        )
+
+    @property
+    def captioner(self) -> Captioner:
+        if self._captioner is None:
+            self._captioner = make_captioner(
+                self.spec.captioner, progress=self.progress, **self.spec.captioner_options
+            )
+        return self._captioner
+
+    # -- steps
+
+    def groups(self) -> list[PoolGroup]:
+        if self._groups is None:
+            self._groups = self._timed(
+                "pool", lambda: resolve_pool(self.root, self.format, self.spec)
+            )
+            if self.spec.pool != "train":
+                train = _train_image_names(self.root, self.format)
+                clash = sorted({n for g in self._groups for n in g.names} & set(train))
+                if clash:
+                    raise ValueError(
+                        f"{len(clash)} pool image names are training images of {self.root}, "
+                        f"e.g. {clash[:3]}; rename them or use pool: train"
+                    )
+            empty = [g.category for g in self._groups if len(g.names) < 2]
+            if empty:
+                raise ValueError(f"pool {self.spec.pool!r}: fewer than 2 images for {empty}")
+        return self._groups
+
+    def embeddings(self, group: PoolGroup) -> tuple[str, np.ndarray]:
+        """(cache key, L2-normalised embeddings) of every image of the group."""
+        if group.category not in self._embeddings:
+            misses = self.cache.stats.misses
+            backbone = self.backbone
+            key = embedding_key(backbone, group.names, group.paths)
+            x = self._timed(
+                "embeddings",
+                lambda: embed_images(
+                    backbone,
+                    group.names,
+                    group.paths,
+                    self.cache,
+                    batch_size=self.spec.embed_batch_size,
+                    device=self.device,
+                    progress=self.progress,
+                ),
+            )
+            self._mark("embeddings", self.cache.stats.misses > misses)
+            self._embeddings[group.category] = (key, x)
+        return self._embeddings[group.category]
+
+    def dedup(self) -> dict[str | None, DedupResult]:
+        """Kept names and removed -> kept maps per group (all kept without a threshold)."""
+        if self._dedup is None:
+            out: dict[str | None, DedupResult] = {}
+            threshold = self.spec.dedup_threshold
+            for group in self.groups():
+                if threshold is None:
+                    out[group.category] = DedupResult(list(group.names))
+                    self.steps["dedup"] = "skipped"
+                    continue
+                emb_key, x = self.embeddings(group)
+                path = self.store / "dedup" / f"{digest('dedup', emb_key, threshold)}.json"
+                if path.is_file():
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                    out[group.category] = DedupResult(data["kept"], data["removed"])
+                    self._mark("dedup", False)
+                else:
+                    result = self._timed(
+                        "dedup", lambda g=group, x=x: deduplicate(g.names, x, threshold)
+                    )
+                    write_json_atomic(path, result.as_dict(), indent=None)
+                    out[group.category] = result
+                    self._mark("dedup", True)
+            self._dedup = out
+        return self._dedup
+
+    def captions(self) -> dict[str | None, dict[str, str]]:
+        """name -> caption of the kept images, per group."""
+        if self._captions is None:
+            out = {}
+            captioner = self.captioner
+            for group in self.groups():
+                kept = self.dedup()[group.category].kept
+                journal = (
+                    self.store
+                    / "captions"
+                    / f"{digest(captioner.describe(), group.category)}.jsonl"
+                )
+                calls = captioner.calls
+                out[group.category] = self._timed(
+                    "captions",
+                    lambda g=group, kept=kept, journal=journal: captioner.caption(
+                        kept, g.paths, category=g.category, journal=journal
+                    ),
+                )
+                self._mark("captions", captioner.calls > calls)
+            self._captions = out
+        return self._captions
+
+    def _reference_rows(self, group: PoolGroup, result: DedupResult) -> np.ndarray | None:
+        if not self.spec.only_train_references:
+            return None
+        represented = set(group.train_references)
+        represented |= {
+            kept for removed, kept in result.removed.items() if removed in group.train_references
+        }
+        return np.array([i for i, n in enumerate(result.kept) if n in represented], dtype=np.int64)
+
+    def pairs(self) -> dict[str | None, tuple[str, np.ndarray]]:
+        """(cache key, (P, 2) index pairs into the kept names) per group."""
+        if self._pairs is None:
+            out = {}
+            spec = self.spec
+            for group in self.groups():
+                result = self.dedup()[group.category]
+                kept = result.kept
+                refs = self._reference_rows(group, result)
+                if spec.mode == "window":
+                    emb_key, x = self.embeddings(group)
+                    if len(kept) != len(group.names):
+                        rows = {n: i for i, n in enumerate(group.names)}
+                        x = x[[rows[n] for n in kept]]
+                    source = emb_key
+                else:
+                    x, source = None, image_list_digest(kept, group.paths)
+                window = (spec.rank_lo, spec.rank_hi) if spec.mode == "window" else None
+                key = digest(
+                    "match",
+                    source,
+                    digest(kept),
+                    spec.mode,
+                    window,
+                    spec.k,
+                    spec.seed,
+                    None if refs is None else digest(refs.tolist()),
+                    group.category,
+                )
+                misses = self.cache.stats.misses
+
+                def compute(
+                    x: np.ndarray | None = x, n: int = len(kept), refs: Any = refs
+                ) -> np.ndarray:
+                    return match_pairs(
+                        n,
+                        mode=spec.mode,
+                        k=spec.k,
+                        seed=spec.seed,
+                        embeddings=x,
+                        rank_lo=spec.rank_lo,
+                        rank_hi=spec.rank_hi,
+                        references=refs,
+                        progress=self.progress,
+                    )
+
+                meta = {"images": len(kept), "mode": spec.mode, "category": group.category}
+                pairs = self._timed(
+                    "match",
+                    lambda key=key, compute=compute, meta=meta: self.cache.get_or_compute(
+                        "positives-pairs", key, compute, meta
+                    ),
+                )
+                self._mark("match", self.cache.stats.misses > misses)
+                out[group.category] = (key, np.asarray(pairs, dtype=np.int64))
+            self._pairs = out
+        return self._pairs
+
+    def triplets(self) -> list[GeneratedTriplet]:
+        """Pairs of all groups, capped at ``K`` (seeded), each with its templated text."""
+        spec = self.spec
+        rows: list[tuple[str | None, str, str]] = []
+        captions = self.captions()
+        for group in self.groups():
+            kept = self.dedup()[group.category].kept
+            for ref, tgt in self.pairs()[group.category][1]:
+                rows.append((group.category, kept[ref], kept[tgt]))
+        selected = [rows[i] for i in cap_total(len(rows), spec.K, spec.seed)]
+        composer = TemplateComposer(spec.templates, seed=spec.seed)
+        texts = composer.compose_all([(captions[c][r], captions[c][t]) for c, r, t in selected])
+        self.total_pairs = len(rows)
+        out = []
+        for (category, ref, tgt), composed in zip(selected, texts, strict=True):
+            source = f"{category}/extend_{spec.name}" if category else f"extend_{spec.name}"
+            out.append(
+                GeneratedTriplet(
+                    ref,
+                    tgt,
+                    composed.text,
+                    source,
+                    category,
+                    composed.alternative,
+                    captions[category][ref],
+                    captions[category][tgt],
+                )
+            )
+        return out
+
+    def build(self) -> GeneratedSet:
+        """Run every step and write the files (see the module docstring)."""
+        spec = self.spec
+        triplets = self.triplets()
+        groups = self.groups()
+        captions_digest = digest(
+            {str(c): sorted(caps.items()) for c, caps in self.captions().items()}
+        )
+        build_key = digest(
+            GENERATOR,
+            self.format,
+            spec.model_dump(mode="json"),
+            [key for key, _ in self.pairs().values()],
+            captions_digest,
+        )
+        old = read_provenance(self.root, self.format, spec.name)
+        files_there = old is not None and all(
+            Path(p).is_file() for p in old.get("files", {}).values()
+        )
+        if old is not None and old.get("build_key") == build_key and files_there:
+            self.steps["write"] = "cached"
+            provenance = old
+        else:
+            outside = (
+                {}
+                if spec.pool == "train"
+                else {
+                    n: g.paths[n]
+                    for g in groups
+                    for n in {
+                        x
+                        for t in triplets
+                        if t.category == g.category
+                        for x in (t.reference, t.target)
+                    }
+                }
+            )
+            provenance = self._provenance(build_key, triplets, groups)
+            self._timed(
+                "write",
+                lambda: write_generated(
+                    self.root,
+                    self.format,
+                    spec.name,
+                    triplets,
+                    outside_images=outside,
+                    provenance=provenance,
+                ),
+            )
+            self.steps["write"] = "computed"
+            provenance = read_provenance(self.root, self.format, spec.name) or provenance
+        written, paths = read_generated(self.root, self.format, spec.name)
+        files = {role: Path(p) for role, p in provenance.get("files", {}).items()}
+        files["provenance"] = provenance_path(self.root, self.format, spec.name)
+        return GeneratedSet(
+            spec.name,
+            self.format,
+            self.root,
+            written,
+            paths,
+            files,
+            provenance,
+            dict(self.steps),
+            {step: round(t, 3) for step, t in self.seconds.items()},
+        )
+
+    def _provenance(
+        self, build_key: str, triplets: list[GeneratedTriplet], groups: list[PoolGroup]
+    ) -> dict[str, Any]:
+        spec = self.spec
+        counts = {}
+        for group in groups:
+            result = self.dedup()[group.category]
+            pairs = self.pairs()[group.category][1]
+            counts[str(group.category)] = {
+                "pool_images": len(group.names),
+                "kept_images": len(result.kept),
+                "duplicates_removed": len(result.removed),
+                "references": len(np.unique(pairs[:, 0])) if len(pairs) else 0,
+                "pairs": len(pairs),
+                "triplets": sum(1 for t in triplets if t.category == group.category),
+            }
+        backbone = None
+        if self.needs_embeddings:
+            bb = self.backbone
+            backbone = {
+                "arch": bb.arch,
+                "pretrained": spec.backbone.pretrained if self._given_backbone is None else None,
+                "weights": bb.weights,
+                "preprocessing": bb.transform.describe(),
+            }
+        pool: dict[str, Any] = {"kind": spec.pool if spec.pool in ("train", "pool") else "folder"}
+        if spec.pool == "pool":
+            pool["path"] = str(self.root.resolve().parent / "pool")
+        elif spec.pool != "train":
+            pool["path"] = str(Path(spec.pool).expanduser().resolve())
+        else:
+            pool["path"] = str(self.root.resolve())
+        layout = (
+            "CIRR caption records next to the CIRCO annotations: training data for a "
+            "zero-shot run evaluated on CIRCO (CIRCO has no training split)"
+            if self.format == "circo"
+            else f"the official {self.format} caption format"
+        )
+        return {
+            "generator": GENERATOR,
+            "build_key": build_key,
+            "layout": layout,
+            "spec": spec.model_dump(mode="json"),
+            "captioner": self.captioner.describe(),
+            "backbone": backbone,
+            "matching": {
+                "mode": spec.mode,
+                "rank_lo": spec.rank_lo if spec.mode == "window" else None,
+                "rank_hi": spec.rank_hi if spec.mode == "window" else None,
+                "k": spec.k,
+                "K": spec.K,
+                "only_train_references": spec.only_train_references,
+            },
+            "dedup_threshold": spec.dedup_threshold,
+            "templates": list(spec.templates),
+            "seed": spec.seed,
+            "pool": pool,
+            "counts": {
+                "groups": counts,
+                "pairs_before_cap": self.total_pairs,
+                "triplets": len(triplets),
+            },
+        }
+
+
+def build_positives(
+    dataset_root: str | Path,
+    format: str,
+    spec: PositivesSpec | dict[str, Any],
+    *,
+    cache: ArrayCache | None = None,
+    progress: bool = True,
+    backbone: Any = None,
+    device: str | None = None,
+) -> GeneratedSet:
+    """Caption, dedup, match, compose and write a generated set (module docstring).
+
+    ``backbone``: an already loaded matching backbone (``bench.backbones.Backbone``) to use
+    instead of ``spec.backbone``; ``cache``: the feature cache (default ``cache/``).
+    """
+    if not isinstance(spec, PositivesSpec):
+        spec = PositivesSpec.model_validate(spec)
+    build = PositivesBuild(
+        dataset_root, format, spec, cache=cache, progress=progress, backbone=backbone, device=device
+    )
+    return build.build()
