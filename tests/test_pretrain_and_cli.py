@@ -15,9 +15,9 @@ from bench.backbones import MODEL_CONFIG_DIR
 from bench.cli import main
 from bench.config import parse_spec
 from bench.engine import train, write_submission
+from bench.metrics import validate_cirr_submission
 from bench.paths import synthetic_root
 from bench.pretrain import PretrainConfig, architecture_fingerprint, ensure_synthetic_backbone
-from bench.submission import validate_cirr_submission
 from tests.conftest import cirbench_home
 
 

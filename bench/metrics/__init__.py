@@ -2,9 +2,11 @@
 
 Modules: ``kernels`` (input checks, gallery matrices, the rank and top-K kernels every
 format shares), ``fashioniq`` (protocols, R@10 / R@50), ``cirr`` (R@K, Rsubset@K, Rmean),
-``circo`` (mAP@K), ``topk`` (ranked name lists for submission files) and ``reference``
-(slow literal implementations, for tests and benchmarks only). The public names are
-re-exported here: ``from bench.metrics import fashioniq_metrics, cirr_metrics, ...``.
+``circo`` (mAP@K), ``topk`` (ranked name lists for submission files), ``submission`` (the
+ranked-list checker and JSON file handling the CIRR and CIRCO submission files share; the
+formats' writers and validators live in ``cirr`` and ``circo``) and ``reference`` (slow
+literal implementations, for tests and benchmarks only). The public names are re-exported
+here: ``from bench.metrics import fashioniq_metrics, write_cirr_submission, ...``.
 
 Scores are (queries x gallery) similarities, higher is better, as a numpy array or a torch
 tensor (converted with ``.detach().cpu().numpy()``; torch is never imported here).
@@ -34,11 +36,30 @@ dot products (faiss and numpy may round the same dot product differently).
 
 from bench.metrics.circo import (
     CIRCO_KS,
+    CIRCO_LIST_LENGTH,
+    check_circo_submission,
     circo_metrics,
     circo_metrics_from_features,
     circo_metrics_from_rankings,
+    circo_submission,
+    circo_submission_from_features,
+    circo_submission_from_scores,
+    validate_circo_submission,
+    write_circo_submission,
 )
-from bench.metrics.cirr import CIRR_KS, CIRR_SUBSET_KS, cirr_metrics, cirr_metrics_from_features
+from bench.metrics.cirr import (
+    CIRR_KS,
+    CIRR_LIST_LENGTHS,
+    CIRR_SUBSET_KS,
+    CIRR_VERSION,
+    check_cirr_submission,
+    cirr_metrics,
+    cirr_metrics_from_features,
+    cirr_submission_from_features,
+    cirr_submission_from_scores,
+    validate_cirr_submission,
+    write_cirr_submission,
+)
 from bench.metrics.fashioniq import (
     DEFAULT_FASHIONIQ_PROTOCOL,
     FASHIONIQ_KS,
@@ -61,18 +82,28 @@ from bench.metrics.topk import (
 
 __all__ = [
     "CIRCO_KS",
+    "CIRCO_LIST_LENGTH",
     "CIRR_KS",
+    "CIRR_LIST_LENGTHS",
     "CIRR_SUBSET_KS",
+    "CIRR_VERSION",
     "DEFAULT_FASHIONIQ_PROTOCOL",
     "FASHIONIQ_KS",
     "FASHIONIQ_PROTOCOLS",
     "FashionIQProtocol",
     "TargetSpec",
+    "check_circo_submission",
+    "check_cirr_submission",
     "circo_metrics",
     "circo_metrics_from_features",
     "circo_metrics_from_rankings",
+    "circo_submission",
+    "circo_submission_from_features",
+    "circo_submission_from_scores",
     "cirr_metrics",
     "cirr_metrics_from_features",
+    "cirr_submission_from_features",
+    "cirr_submission_from_scores",
     "fashioniq_average",
     "fashioniq_metrics",
     "fashioniq_metrics_for_protocol",
@@ -83,4 +114,8 @@ __all__ = [
     "subset_topk_names",
     "topk_from_scores",
     "topk_names",
+    "validate_circo_submission",
+    "validate_cirr_submission",
+    "write_circo_submission",
+    "write_cirr_submission",
 ]

@@ -1,4 +1,4 @@
-"""CIRCO: mAP@5/10/25/50 over multiple ground truths, in percent.
+"""CIRCO: mAP@5/10/25/50 over multiple ground truths in percent, and the server's files.
 
 Official semantics (miccunifi/CIRCO src/evaluation.py, the evaluation server's code, and
 SEARLE's src/validate.py circo_compute_val_metrics): the gallery is the whole COCO 2017
@@ -10,16 +10,26 @@ removed (it is never a ground truth). For each query with ground truths G,
 precision@i = (ground truths among the first i) / i. Predictions must be distinct. Ties:
 the gallery-order tie-break of :mod:`bench.metrics`, on the shared kernels of
 :mod:`bench.metrics.kernels`.
+
+Submission files (checked by the shared checker of :mod:`bench.metrics.submission`): the
+CIRCO evaluation server (miccunifi/CIRCO, README "Submission Format" and
+src/evaluation.py) takes one JSON object: query id (a string, "0".."799" for test) -> the
+top 50 retrieved COCO image ids, best first, all distinct. Every query id of the split
+must be present and no other (the evaluation asserts the keys are 0..n-1). The official
+example files list ints; SEARLE writes the same ids as decimal strings, which the
+evaluation's ``np.array(predictions, dtype=int)`` also accepts, so both validate. The
+reference image may appear (the official ranking does not remove it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.errors import MetricInputError
+from bench.errors import DataFormatError, MetricInputError
 from bench.metrics.kernels import (
     MISS,
     SHOW,
@@ -33,6 +43,20 @@ from bench.metrics.kernels import (
     name_vector,
     prepare_features,
 )
+from bench.metrics.submission import (
+    ID_PATTERN,
+    Finding,
+    PairId,
+    RankedListFormat,
+    check_expected_ids,
+    check_ranked_lists,
+    load_and_check,
+    not_an_object,
+    raise_first,
+    raise_if_repeated_ids,
+    write_json_atomic,
+)
+from bench.metrics.topk import topk_from_scores, topk_names
 
 CIRCO_KS: tuple[int, ...] = (5, 10, 25, 50)
 
@@ -165,3 +189,165 @@ def circo_metrics_from_rankings(
             ranks[q, j] = position.get(name, MISS)
         n_gt[q] = len(gts)
     return _circo_map(ranks, n_gt, CIRCO_KS)
+
+
+# --------------------------------------------------------------------------- submission files
+
+CIRCO_LIST_LENGTH = 50
+
+
+def circo_submission_from_scores(
+    scores: Any,
+    gallery_names: Sequence[str],
+    *,
+    exclude_names: Sequence[Any] | None = None,
+) -> list[list[str]]:
+    """Top-50 gallery names per query from scores (gallery-order ties, no full sort).
+
+    The official ranking keeps the reference; ``exclude_names`` (per query) leaves names
+    out, e.g. for a drop-reference variant.
+    """
+    return topk_from_scores(scores, gallery_names, CIRCO_LIST_LENGTH, exclude_names=exclude_names)
+
+
+def circo_submission_from_features(
+    query_features: Any,
+    gallery_features: Any,
+    gallery_names: Sequence[str],
+    *,
+    exclude_names: Sequence[Any] | None = None,
+    normalize: bool = True,
+) -> list[list[str]]:
+    """Top-50 gallery names per query from features (faiss inner product)."""
+    return topk_names(
+        query_features,
+        gallery_features,
+        gallery_names,
+        CIRCO_LIST_LENGTH,
+        exclude_names=exclude_names,
+        normalize=normalize,
+    )
+
+
+def _circo_image_id(value: Any) -> int | None:
+    """An image id of a submission list (int or decimal string); None if it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and ID_PATTERN.fullmatch(value):
+        return int(value)
+    return None
+
+
+#: The CIRCO lists: 50 distinct image ids (ints or decimal strings) per query id.
+_CIRCO_LISTS = RankedListFormat(
+    id_label="query id",
+    id_field="query_id",
+    item="image id",
+    item_kind="non-negative integers",
+    parse=_circo_image_id,
+    length=CIRCO_LIST_LENGTH,
+)
+_IN_MEMORY = "<circo submission>"  # the "file" of a payload checked before it is written
+
+
+def _check_circo_payload(
+    path: str | Path,
+    payload: Any,
+    *,
+    expected_query_ids: Iterable[PairId] | None = None,
+    gallery_names: Iterable[str] | None = None,
+) -> list[Finding]:
+    """Every problem of a parsed CIRCO submission, as findings (file, query id, field)."""
+    file = str(path)
+    found = not_an_object(file, payload)
+    if found:
+        return found
+    gallery = (
+        {int(n) for n in gallery_names if ID_PATTERN.fullmatch(n)}
+        if gallery_names is not None
+        else None
+    )
+    found = check_ranked_lists(file, payload, _CIRCO_LISTS, gallery=gallery)
+    if expected_query_ids is not None:
+        expected = [str(p) for p in expected_query_ids]
+    else:  # the official evaluation asserts the keys are exactly 0..n-1
+        expected = [str(i) for i in range(len(payload))]
+    keys = [k for k in payload if ID_PATTERN.fullmatch(k)]  # malformed keys are not present
+    return found + check_expected_ids(file, keys, expected, _CIRCO_LISTS)
+
+
+def circo_submission(
+    query_ids: Sequence[PairId], top50: Sequence[Sequence[str | int]]
+) -> dict[str, list[int]]:
+    """The CIRCO server payload ``{"<query id>": [50 int image ids], ...}``, checked.
+
+    ``top50`` holds gallery names (decimal id strings, as the reader names images) or
+    ints, best first. Raises ``DataFormatError`` naming the query id and field.
+    """
+    ids = [str(q) for q in query_ids]
+    if len(top50) != len(ids):
+        raise DataFormatError(_IN_MEMORY, f"{len(ids)} query ids but {len(top50)} prediction lists")
+    raise_if_repeated_ids(_IN_MEMORY, ids, "query id")
+    payload: dict[str, Any] = {}
+    for qid, names in zip(ids, top50, strict=True):
+        converted = [_circo_image_id(n) for n in names]
+        payload[qid] = [c if c is not None else n for c, n in zip(converted, names, strict=True)]
+    problems = _check_circo_payload(_IN_MEMORY, payload, expected_query_ids=ids)
+    if problems:
+        raise_first(problems)
+    return payload
+
+
+def write_circo_submission(
+    path: str | Path, query_ids: Sequence[PairId], top50: Sequence[Sequence[str | int]]
+) -> Path:
+    """Write a CIRCO submission file (checked first, then written atomically); its path."""
+    path = Path(path)
+    payload = circo_submission(query_ids, top50)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, payload)
+    return path
+
+
+def validate_circo_submission(
+    path: str | Path,
+    *,
+    expected_query_ids: Iterable[PairId] | None = None,
+    gallery_names: Iterable[str] | None = None,
+) -> list[str]:
+    """Problems of a CIRCO submission file, one line each (file, query id, field); [] = valid.
+
+    Without ``expected_query_ids`` the keys must be 0..n-1, as the official evaluation
+    asserts; ``gallery_names`` (decimal id strings) checks every id is in the gallery.
+    """
+    _, found = load_and_check(
+        path,
+        _check_circo_payload,
+        expected_query_ids=expected_query_ids,
+        gallery_names=gallery_names,
+    )
+    return [str(f) for f in found]
+
+
+def check_circo_submission(
+    path: str | Path,
+    *,
+    expected_query_ids: Iterable[PairId] | None = None,
+    gallery_names: Iterable[str] | None = None,
+) -> dict[str, list[str]]:
+    """Strict ``validate_circo_submission``: query id -> the 50 image names (decimal strings).
+
+    The names are the reader's gallery names, ready for
+    :func:`bench.metrics.circo_metrics_from_rankings`.
+    """
+    payload, found = load_and_check(
+        path,
+        _check_circo_payload,
+        expected_query_ids=expected_query_ids,
+        gallery_names=gallery_names,
+    )
+    if found:
+        raise_first(found)
+    return {key: [str(_circo_image_id(v)) for v in value] for key, value in payload.items()}
