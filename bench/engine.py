@@ -1006,7 +1006,7 @@ def write_submission(
 ) -> tuple[Path, Path]:
     """CIRR test-server files for the spec's eval split (normally ``test1``), validated."""
     from bench.evaluation import cirr_submission_rankings
-    from bench.submission import check_cirr_submission, write_cirr_submission
+    from bench.metrics import check_cirr_submission, write_cirr_submission
 
     if spec.dataset.format != "cirr":
         raise CirbenchError("submission files exist for CIRR only (dataset.format: cirr)")

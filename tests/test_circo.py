@@ -35,20 +35,18 @@ from bench.data.synthetic_circo import (
 )
 from bench.engine import build_session, run_dir_for, train
 from bench.metrics import (
+    check_circo_submission,
     circo_metrics,
     circo_metrics_from_features,
     circo_metrics_from_rankings,
-)
-from bench.spn.positives.pipeline import build_positives
-from bench.spn.positives.writer import read_generated, read_provenance
-from bench.submission import (
-    check_circo_submission,
     circo_submission,
     circo_submission_from_features,
     circo_submission_from_scores,
     validate_circo_submission,
     write_circo_submission,
 )
+from bench.spn.positives.pipeline import build_positives
+from bench.spn.positives.writer import read_generated, read_provenance
 from tests.conftest import cirbench_home
 
 KS = (5, 10, 25, 50)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import metrics
 from bench.core.errors import MetricInputError
 from bench.metrics import (
     DEFAULT_FASHIONIQ_PROTOCOL,
@@ -22,12 +21,13 @@ from bench.metrics import (
     fashioniq_metrics_for_protocol,
     fashioniq_metrics_from_features,
     fashioniq_protocol_gallery,
+    kernels,
     subset_topk_from_scores,
     subset_topk_names,
     topk_from_scores,
     topk_names,
 )
-from bench.metrics_reference import cirr_metrics_naive, fashioniq_metrics_naive
+from bench.metrics.reference import cirr_metrics_naive, fashioniq_metrics_naive
 
 ROOT = Path(__file__).resolve().parents[1]
 FIQ_DATA = Path("/work/shared/data/fashioniq")
@@ -274,7 +274,7 @@ def test_cirr_fast_equals_naive_random(soft: bool) -> None:
 
 @pytest.mark.parametrize("drop", [False, True])
 def test_fashioniq_fast_equals_naive_random(drop: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMS", 1000)  # exercise several row blocks
+    monkeypatch.setattr(kernels, "_CHUNK_ELEMS", 1000)  # exercise several row blocks
     rng = np.random.default_rng(2)
     q, g = 250, 200
     names = [f"m{i}" for i in range(g)]

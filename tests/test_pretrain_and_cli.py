@@ -21,7 +21,7 @@ from bench.cli import main
 from bench.config import parse_spec
 from bench.core.paths import synthetic_root
 from bench.engine import train, write_submission
-from bench.submission import validate_cirr_submission
+from bench.metrics import validate_cirr_submission
 from tests.conftest import cirbench_home
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.core.errors import DataFormatError, MetricInputError
-from bench.submission import (
+from bench.metrics import (
     check_cirr_submission,
     cirr_submission_from_features,
     cirr_submission_from_scores,

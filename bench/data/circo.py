@@ -120,7 +120,7 @@ def load_circo_split(
 
     ``images=False`` reads annotations only (the gallery then comes from the image index
     file, or is empty without it). ``strict=True`` raises
-    :class:`bench.errors.DataFormatError` on the first problem (file, record, field);
+    :class:`bench.core.errors.DataFormatError` on the first problem (file, record, field);
     ``strict=False`` records findings in ``CIRSplit.findings`` and skips bad records.
     ``image_root`` is the COCO folder holding ``annotations/`` and ``unlabeled2017/``
     (default ``root/COCO2017_unlabeled``).

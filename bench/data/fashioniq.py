@@ -77,7 +77,7 @@ def load_fashioniq_split(
     """Read one FashionIQ category/split.
 
     ``images=False`` reads annotations only (no image files expected on disk).
-    ``strict=True`` raises :class:`bench.errors.DataFormatError` on the first problem;
+    ``strict=True`` raises :class:`bench.core.errors.DataFormatError` on the first problem;
     ``strict=False`` records findings in ``CIRSplit.findings`` and skips bad records.
     ``captions_file`` reads another caption file of the same layout from ``captions/``,
     e.g. ``"cap.extend_llava.train.json"`` (generated triplets).
