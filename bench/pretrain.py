@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from bench.backbones import load_backbone
 from bench.config import TrainSpec
-from bench.data.experiment import ensure_synthetic
 from bench.features import ArrayCache, digest, image_list_digest, load_pixels
 from bench.paths import cache_dir
+from bench.synthetic import ensure_synthetic
 from bench.tracking import exclusive
 
 _METADATA_FILES = (

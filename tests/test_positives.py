@@ -13,7 +13,6 @@ import pytest
 from bench.backbones import load_backbone
 from bench.data.cirr import load_cirr_split
 from bench.data.fashioniq import load_fashioniq_split
-from bench.data.synthetic import describe, generate
 from bench.errors import DataFormatError
 from bench.features import ArrayCache
 from bench.positives import (
@@ -29,6 +28,7 @@ from bench.positives.captioners import CaptionerError, read_journal
 from bench.positives.cli import register_cli
 from bench.positives.matching import window_targets
 from bench.positives.templates import compose, resolve_template
+from bench.synthetic import describe, generate
 
 
 @pytest.fixture(scope="module")

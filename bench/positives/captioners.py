@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.data import synthetic
+from bench import synthetic
 from bench.errors import CirbenchError, DataFormatError
 
 #: The paper's prompts (SPN4CIR ``zscir/captioner_llava.py``).
