@@ -90,6 +90,7 @@ class CircoSize:
     vocab: dict[str, int]
 
     def as_dict(self) -> dict[str, Any]:
+        """The spec as a plain dict (as written to ``synthetic_circo.json``)."""
         return asdict(self)
 
 

@@ -78,6 +78,7 @@ class SizeSpec:
     pool_cirr: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The spec as a plain dict (as written to ``synthetic.json``)."""
         return asdict(self)
 
 
