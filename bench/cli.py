@@ -28,9 +28,13 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from bench.data.stats import dataset_stats, format_stats
-    from bench.data.synthetic import generate
-    from bench.data.synthetic_baselines import attribute_baselines, format_baselines
-    from bench.data.synthetic_circo import circo_attribute_baselines, format_circo_baselines
+    from bench.synthetic import (
+        attribute_baselines,
+        circo_attribute_baselines,
+        format_baselines,
+        format_circo_baselines,
+        generate,
+    )
 
     out = Path(args.out)
     summary = generate(out, seed=args.seed, size=args.size, progress=not args.quiet)

@@ -23,16 +23,6 @@ from bench.data.circo import (
     load_circo_split,
 )
 from bench.data.stats import dataset_stats, format_stats
-from bench.data.synthetic import AttributeIndex
-from bench.data.synthetic_circo import (
-    CIRCO_SIZES,
-    MAX_GTS,
-    _plan_images,
-    _plan_queries,
-    circo_attribute_baselines,
-    circo_values,
-    generate_circo,
-)
 from bench.engine import build_session, run_dir_for, train
 from bench.metrics import (
     check_circo_submission,
@@ -47,6 +37,15 @@ from bench.metrics import (
 )
 from bench.spn.positives.pipeline import build_positives
 from bench.spn.positives.writer import read_generated, read_provenance
+from bench.synthetic import (
+    CIRCO_SIZES,
+    MAX_GTS,
+    AttributeIndex,
+    circo_attribute_baselines,
+    circo_values,
+    generate_circo,
+)
+from bench.synthetic.circo import plan_circo_images, plan_circo_queries
 from tests.conftest import cirbench_home
 
 KS = (5, 10, 25, 50)
@@ -600,8 +599,8 @@ def test_synthetic_attribute_baselines(synth: Path) -> None:
 def test_larger_sizes_can_be_planned(size: str) -> None:
     spec = CIRCO_SIZES[size]
     values = circo_values(size)
-    images = _plan_images(0, spec, values)
-    queries = _plan_queries(0, spec, images, values)
+    images = plan_circo_images(0, spec, values)
+    queries = plan_circo_queries(0, spec, images, values)
     assert {s: len(q) for s, q in queries.items()} == spec.queries
     gts = [len(q["gts"]) for s in queries.values() for q in s]
     assert min(gts) >= 2 and max(gts) <= MAX_GTS and 3.0 <= float(np.mean(gts)) <= 9.0

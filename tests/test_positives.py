@@ -16,7 +16,6 @@ from bench.core.arrays import ArrayCache
 from bench.core.errors import DataFormatError
 from bench.data.cirr import load_cirr_split
 from bench.data.fashioniq import load_fashioniq_split
-from bench.data.synthetic import describe, generate
 from bench.spn.positives.captioners import CaptionerError, make_captioner, read_journal
 from bench.spn.positives.cli import register_cli
 from bench.spn.positives.dedup import deduplicate
@@ -24,6 +23,7 @@ from bench.spn.positives.matching import match_pairs, window_targets
 from bench.spn.positives.pipeline import build_positives
 from bench.spn.positives.templates import TemplateComposer, compose, resolve_template
 from bench.spn.positives.writer import read_generated
+from bench.synthetic import describe, generate
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from bench.data.cirr import load_cirr_split
 from bench.data.fashioniq import load_fashioniq_split
-from bench.data.synthetic import (
+from bench.synthetic import (
     CIRR_ATTRIBUTES,
     CIRR_SPLITS,
     FIQ_ATTRIBUTES,
@@ -22,13 +22,13 @@ from bench.data.synthetic import (
     GENERATOR_VERSION,
     SIZES,
     AttributeIndex,
-    _plan_cirr,
-    _plan_fashioniq,
+    attribute_baselines,
     describe,
     generate,
     vocabularies,
 )
-from bench.data.synthetic_baselines import attribute_baselines
+from bench.synthetic.cirr import plan_cirr
+from bench.synthetic.fashioniq import plan_fashioniq
 
 FIQ_KEYS = {"candidate", "target", "captions"}
 CIRR_KEYS = {"pairid", "reference", "target_hard", "target_soft", "caption", "img_set"}
@@ -378,10 +378,10 @@ def test_pool_images_are_in_no_triplet_and_have_metadata(tiny: Path) -> None:
 def test_larger_sizes_can_be_planned(size: str) -> None:
     """Planning (no rendering) places every triplet and query of the size."""
     spec = SIZES[size]
-    _, captions, _ = _plan_fashioniq(0, spec)
+    _, captions, _ = plan_fashioniq(0, spec)
     for (_, split), records in captions.items():
         assert len(records) == spec.fiq_triplets[split]
-    _, split_files, cirr_captions, _ = _plan_cirr(0, spec)
+    _, split_files, cirr_captions, _ = plan_cirr(0, spec)
     for split in CIRR_SPLITS:
         assert len(split_files[split]) == spec.cirr_images[split]
         assert len(cirr_captions[split]) == spec.cirr_queries[split]

@@ -39,9 +39,9 @@ from bench.core.locks import exclusive
 from bench.core.optim import build_optimizer, build_schedule
 from bench.core.paths import cache_dir
 from bench.core.runtime import autocast
-from bench.data.experiment import ensure_synthetic
 from bench.images.pixels import load_pixels
 from bench.images.transforms import to_model_input
+from bench.synthetic import ensure_synthetic
 from bench.tracking import TrackedRun
 
 _METADATA_FILES = (

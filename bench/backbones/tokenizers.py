@@ -38,7 +38,7 @@ COMMON_WORDS = (
 
 def tiny_vocabulary() -> list[str]:
     """The deterministic vocabulary of ``cirbench-bert-tiny``."""
-    from bench.data import synthetic as syn
+    from bench import synthetic as syn
     from bench.spn.positives import templates
 
     words: set[str] = set()
@@ -54,7 +54,7 @@ def tiny_vocabulary() -> list[str]:
         syn.CIRR_BACKGROUNDS,
         syn.CIRR_SLOTS,
         tuple(syn.PATTERN_ADJ.values()),
-        tuple(syn._POSITION.values()),
+        tuple(syn.POSITION.values()),
         templates.PAPER_TEMPLATES,
     ):
         for phrase in group:

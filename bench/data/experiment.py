@@ -9,16 +9,14 @@ texts built the way the official code builds them.
 from __future__ import annotations
 
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import SYNTHETIC, DatasetSpec, ExperimentSpec
 from bench.core.arrays import ArrayCache
-from bench.core.locks import exclusive
-from bench.core.paths import synthetic_root
 from bench.data import circo, cirr, fashioniq
 from bench.data.records import CIRSplit
+from bench.synthetic import ensure_synthetic
 
 
 @dataclass(frozen=True)
@@ -61,26 +59,6 @@ def training_text(triplet: TrainTriplet, format: str, rng: random.Random) -> str
 def eval_text(format: str, captions: tuple[str, ...]) -> str:
     """The evaluation query text: FashionIQ "C1 and c2"; CIRR and CIRCO the caption."""
     return fashioniq.fashioniq_query_text(captions) if format == "fashioniq" else captions[0]
-
-
-def ensure_synthetic(size: str, seed: int, *, progress: bool = True) -> Path:
-    """The synthetic benchmark's folder, generated (atomically) when absent. Processes that
-    need it at once wait on a lock for the first one to finish generating it."""
-    root = synthetic_root(size, seed)
-    if (root / "synthetic.json").is_file():
-        return root
-    from bench.data.synthetic import generate
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(root.with_name(f".{root.name}.lock")):
-        if (root / "synthetic.json").is_file():  # another process generated it meanwhile
-            return root
-        partial = root.with_name(root.name + ".partial")
-        if partial.exists():  # left by an interrupted generation: start again
-            shutil.rmtree(partial)
-        generate(partial, seed=seed, size=size, progress=progress)
-        partial.rename(root)
-    return root
 
 
 def dataset_root(spec: DatasetSpec, *, progress: bool = True) -> Path:

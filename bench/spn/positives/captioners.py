@@ -28,8 +28,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bench import synthetic
 from bench.core.errors import CirbenchError, DataFormatError
-from bench.data import synthetic
 
 #: The paper's prompts (SPN4CIR ``zscir/captioner_llava.py``).
 PAPER_PROMPT_CATEGORY = "please briefly describe the {category} in {k} words"
