@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import CirbenchError
+from bench.storage import open_storage, storage_url, study_name_for
 from bench.suites import PUBLISHED_FILE, Point, SuiteRun, get_profile, load_suite
 
 FIQ_COLUMNS = (
@@ -387,7 +388,6 @@ def axis_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
 
 def study_points(run: SuiteRun) -> tuple[list[dict[str, Any]], Any, str]:
     """(one record per tracked trial run, the Optuna study or None, why it is None)."""
-    from bench.sweep import open_storage, storage_url, study_name_for
     from bench.tracking import find_runs
 
     spec = run.suite.study
