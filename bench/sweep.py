@@ -21,12 +21,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import statistics
 import time
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -38,15 +36,17 @@ from tqdm import tqdm
 
 from bench.config import SpecError
 from bench.core.errors import CirbenchError
-from bench.core.paths import home
+from bench.report import build_report
 from bench.runner.profiles import get_profile
+from bench.runner.storage import open_storage, safe_url, storage_url, study_lock, study_name_for
 from bench.runner.suites import Point, SuiteRun, list_suites, load_suite, suite_file
 
 log_prefix = "[cirbench sweep]"
 
 
 class SweepError(CirbenchError):
-    """A sweep cannot run (bad storage URL, failed points)."""
+    """A sweep cannot run (failed points; a bad storage URL raises
+    :class:`bench.runner.storage.StorageError`)."""
 
 
 # ----------------------------------------------------------------------------- MLflow parent
@@ -248,80 +248,6 @@ def _limit_threads(threads: int) -> None:
 # ----------------------------------------------------------------------------- studies
 
 
-def storage_url(storage: str | None) -> str:
-    """Normalise a storage argument (``None`` -> the default journal file)."""
-    if storage is None:
-        path = home() / "optuna" / "journal.log"
-        return f"journal:{path}"
-    if storage.startswith(("postgresql", "sqlite:", "mysql", "journal:")):
-        return storage
-    if storage.endswith((".log", ".journal")):
-        return f"journal:{Path(storage).resolve()}"
-    raise SweepError(
-        f"--storage {storage!r}: expected postgresql://..., sqlite:///..., journal:PATH "
-        "or a *.log journal file"
-    )
-
-
-def open_storage(url: str) -> Any:
-    """An Optuna storage object for ``url``."""
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:"):
-        db = Path(url.removeprefix("sqlite:///"))
-        db.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=30, grace_period=120)
-    except Exception as exc:  # driver missing, server down, bad credentials
-        raise SweepError(f"cannot open Optuna storage {url}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-@contextlib.contextmanager
-def study_lock(url: str, study_name: str) -> Iterator[None]:
-    """An exclusive lock shared by every worker of one study (see the module docstring)."""
-    if url.startswith("postgresql"):
-        import sqlalchemy
-
-        key = int(hashlib.sha256(study_name.encode()).hexdigest()[:15], 16)
-        engine = sqlalchemy.create_engine(url)
-        try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        finally:
-            engine.dispose()
-        return
-    from bench.core.locks import exclusive
-
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-    elif url.startswith("sqlite:"):
-        path = Path(url.removeprefix("sqlite:///"))
-    else:  # other RDBs: one machine only
-        path = home() / "optuna" / f"{study_name}.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(path.with_name(path.name + f".{study_name}.lock")):
-        yield
-
-
-def study_name_for(run: SuiteRun) -> str:
-    profile = "real" if run.real else run.profile.name
-    return f"{run.suite.suite}-{profile}"
-
-
 def _live_states() -> tuple[Any, ...]:
     from optuna.trial import TrialState
 
@@ -489,7 +415,7 @@ def run_study(
         point = Point(run.methods[0], run.suite.datasets[0], "none", seed)
         run_point(run, point, None, progress)
     with parent_run(run, "study") as parent:
-        parent.set_tags({"cirbench.optuna_study": name, "cirbench.optuna_storage": _safe(url)})
+        parent.set_tags({"cirbench.optuna_study": name, "cirbench.optuna_storage": safe_url(url)})
         ctx = StudyContext(run, name, url, n_trials, parent.run_id, progress)
         if workers <= 1:
             _study_worker(ctx)
@@ -505,16 +431,6 @@ def run_study(
             parent.log_metrics({f"best.{spec.objective}": done.best_value})
             parent.set_tags({"cirbench.best_params": str(done.best_params)})
     return SweepResult(run.suite.suite, seconds=seconds, study_name=name, storage=url)
-
-
-def _safe(url: str) -> str:
-    """A storage URL without its password (for tags and logs)."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -615,8 +531,6 @@ def ablate(
 ) -> dict[str, float]:
     """Every suite swept, then reported; returns seconds per suite (and ``total``).
     ``ablation_spn`` goes first: Tables 2 and 3 reuse its none and P+N points."""
-    from bench.report import build_report
-
     suites = expand_suite_names(suites)
     for name in suites:  # every suite file parses before the first one runs
         load_suite(name)

@@ -23,8 +23,9 @@ import pytest
 from bench.engine import TrainResult, run_dir_for
 from bench.report import build_report, tracked_runs_by_digest
 from bench.runner.profiles import get_profile
+from bench.runner.storage import open_storage, storage_url
 from bench.runner.suites import Point, SuiteRun, list_suites, load_suite
-from bench.sweep import storage_url, sweep
+from bench.sweep import sweep
 from bench.tracking import find_runs
 from tests.conftest import cirbench_home
 
@@ -263,8 +264,6 @@ def test_two_workers_complete_exactly_the_requested_trials(tmp_path):
 
 
 def _open(storage: str):
-    from bench.sweep import open_storage
-
     return open_storage(storage_url(storage))
 
 

@@ -1,0 +1,415 @@
+"""The report's tables: the :class:`Table` / :class:`Cell` model, aggregation over seeds
+(mean ± std, gains), the table kinds (the paper's Tables 2 / 3 with the published numbers,
+compositions, an extra axis, an Optuna study) and their Markdown / CSV / LaTeX text."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report.collect import TrackedPoint
+from bench.runner.paths import PUBLISHED_FILE
+from bench.runner.suites import SuiteRun
+
+FIQ_COLUMNS = (
+    "dress_R@10",
+    "dress_R@50",
+    "shirt_R@10",
+    "shirt_R@50",
+    "toptee_R@10",
+    "toptee_R@50",
+    "avg_R@10",
+    "avg_R@50",
+    "Rmean",
+)
+CIRR_COLUMNS = ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Rmean")
+CIRCO_COLUMNS = ("mAP@5", "mAP@10", "mAP@25", "mAP@50")
+COLUMNS = {"fashioniq": FIQ_COLUMNS, "cirr": CIRR_COLUMNS, "circo": CIRCO_COLUMNS}
+HEADLINE = {"fashioniq": "Rmean", "cirr": "Rmean", "circo": "mAP@10"}
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+@dataclass
+class Cell:
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def text(self) -> str:
+        if not self.values:
+            return "–"
+        if len(self.values) == 1:
+            return f"{self.mean:.2f}"
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+def present_columns(points: Iterable[TrackedPoint], dataset: str) -> tuple[str, ...]:
+    """The dataset's metric columns that at least one point has (e.g. only the FashionIQ
+    categories a profile trains on)."""
+    seen = {k for p in points if p.point.dataset == dataset for k in p.metrics}
+    return tuple(c for c in COLUMNS[dataset] if c in seen)
+
+
+def _gain(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:+.2f}"
+
+
+def _stats(cells: dict[str, Cell], columns: Iterable[str]) -> dict[str, float]:
+    """The CSV's numbers of one row: each column's mean, then each column's std."""
+    columns = tuple(columns)
+    return {f"{c} mean": cells[c].mean for c in columns} | {
+        f"{c} std": cells[c].std for c in columns
+    }
+
+
+def aggregate(
+    points: Iterable[TrackedPoint], key: tuple[str, ...], columns: Iterable[str]
+) -> dict[tuple[Any, ...], dict[str, Cell]]:
+    """Group points by ``key`` (attributes of :class:`Point` or extra axis names) and
+    collect each column's values over seeds."""
+    groups: dict[tuple[Any, ...], dict[str, Cell]] = {}
+    columns = tuple(columns)
+    for tp in points:
+        extra = dict(tp.point.extra)
+        group = tuple(extra[k] if k in extra else getattr(tp.point, k) for k in key)
+        cells = groups.setdefault(group, {c: Cell([]) for c in columns})
+        for column in columns:
+            if column in tp.metrics:
+                cells[column].values.append(tp.metrics[column])
+    return groups
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Table:
+    """A table with a title, a header and text cells (plus raw numbers for the CSV)."""
+
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    raw: list[dict[str, Any]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("|" + "|".join("---" for _ in self.header) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buffer = io.StringIO()
+        fields = list(dict.fromkeys(k for row in self.raw for k in row))
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.raw)
+        return buffer.getvalue()
+
+    def latex(self) -> str:
+        def esc(text: str) -> str:
+            return (
+                text.replace("\\", "\\textbackslash{}")
+                .replace("&", "\\&")
+                .replace("%", "\\%")
+                .replace("_", "\\_")
+                .replace("#", "\\#")
+                .replace("±", "$\\pm$")
+                .replace("–", "--")
+            )
+
+        spec = "l" * 2 + "r" * (len(self.header) - 2)
+        lines = [
+            "% needs \\usepackage{booktabs}",
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{esc(self.title)}}}",
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+            " & ".join(esc(h) for h in self.header) + " \\\\",
+            "\\midrule",
+            *(" & ".join(esc(c) for c in row) + " \\\\" for row in self.rows),
+            "\\bottomrule",
+            "\\end{tabular}",
+            "\\end{table}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def synthetic_note(run: SuiteRun) -> str:
+    if run.real:
+        return ""
+    return (
+        f" (synthetic benchmark, profile {run.profile.name}: not comparable to published numbers)"
+    )
+
+
+# ----------------------------------------------------------------------------- paper tables
+
+
+def paper_names() -> dict[str, str]:
+    from methods import get_method_class, list_methods
+
+    return {m: get_method_class(m).paper_name or m for m in list_methods()}
+
+
+def load_published(path: Path = PUBLISHED_FILE) -> dict[tuple[str, str, str, str], float]:
+    """(dataset, paper method name, spn, metric) -> the published value."""
+    out: dict[tuple[str, str, str, str], float] = {}
+    with path.open() as handle:
+        rows = csv.DictReader(line for line in handle if not line.startswith("#"))
+        for row in rows:
+            key = (row["dataset"], row["method"], row["spn"], row["metric"])
+            out[key] = float(row["value"])
+    return out
+
+
+@dataclass
+class PaperContext:
+    """What every row of one dataset's paper table reads."""
+
+    run: SuiteRun
+    dataset: str
+    columns: tuple[str, ...]
+    groups: dict[tuple[Any, ...], dict[str, Cell]]
+    names: dict[str, str]
+    published: dict[tuple[str, str, str, str], float]
+
+
+def paper_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
+    """Tables 2 / 3 in the paper's layout: per method a baseline row, a +SPN row and the
+    gain; on real data the published rows beside them."""
+    names = paper_names()
+    published = load_published() if run.real else {}
+    tables = []
+    for dataset in run.suite.datasets:
+        columns = present_columns(points, dataset)
+        groups = aggregate(
+            [p for p in points if p.point.dataset == dataset], ("method", "composition"), columns
+        )
+        ctx = PaperContext(run, dataset, columns, groups, names, published)
+        header = ["method", "SPN", *columns, "seeds"]
+        rows: list[list[str]] = []
+        raw: list[dict[str, Any]] = []
+        for method in run.methods:
+            paper_method_rows(ctx, method, rows, raw)
+        number = run.suite.report.paper_table
+        tables.append(
+            Table(
+                f"table{number or ''}_{dataset}",
+                f"{run.suite.title}{synthetic_note(run)}",
+                header,
+                rows,
+                raw,
+                note="mean ± std over seeds; gain = +SPN minus the baseline (means).",
+            )
+        )
+    return tables
+
+
+def paper_method_rows(
+    ctx: PaperContext, method: str, rows: list[list[str]], raw: list[dict[str, Any]]
+) -> None:
+    """Append one method's rows to a paper table: per composition the measured row, the
+    gain over the baseline and (on real data) the published row."""
+    run, columns, names = ctx.run, ctx.columns, ctx.names
+    base = ctx.groups.get((method, "none"), {})
+    for composition in run.suite.compositions:
+        cells = ctx.groups.get((method, composition), {})
+        label = "–" if composition == "none" else f"+{composition}"
+        seeds = max((len(c.values) for c in cells.values()), default=0)
+        rows.append(
+            [
+                names.get(method, method),
+                label,
+                *(cells[c].text() for c in columns),
+                str(seeds),
+            ]
+        )
+        raw.append({"method": method, "spn": composition, "seeds": seeds} | _stats(cells, columns))
+        if composition != "none" and base:
+            gains = [cells[c].mean - base[c].mean for c in columns]
+            rows.append([names.get(method, method), "gain", *(_gain(g) for g in gains), ""])
+        spn = "none" if composition == "none" else "P+N"
+        paper = [ctx.published.get((ctx.dataset, names.get(method, ""), spn, c)) for c in columns]
+        if run.real and any(v is not None for v in paper):
+            rows.append(
+                [
+                    names.get(method, method),
+                    f"{label} (published)",
+                    *("–" if v is None else f"{v:.2f}" for v in paper),
+                    "",
+                ]
+            )
+
+
+# ----------------------------------------------------------------------------- grid tables
+
+
+def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
+    """Per dataset: rows method x composition, the dataset's metrics, gain over "none"."""
+    tables = []
+    for dataset in run.suite.datasets:
+        columns = present_columns(points, dataset)
+        headline = HEADLINE[dataset]
+        groups = aggregate(
+            [p for p in points if p.point.dataset == dataset], ("method", "composition"), columns
+        )
+        header = ["method", "composition", *columns, f"Δ{headline} vs none", "seeds"]
+        rows, raw = [], []
+        for method in run.methods:
+            base = groups.get((method, "none"))
+            for composition in run.suite.compositions:
+                cells = groups.get((method, composition))
+                if cells is None:
+                    continue
+                gain = cells[headline].mean - base[headline].mean if base else math.nan
+                seeds = max(len(c.values) for c in cells.values())
+                rows.append(
+                    [
+                        method,
+                        composition,
+                        *(cells[c].text() for c in columns),
+                        _gain(gain),
+                        str(seeds),
+                    ]
+                )
+                raw.append(
+                    {"method": method, "composition": composition, "seeds": seeds}
+                    | _stats(cells, columns)
+                )
+        tables.append(
+            Table(
+                f"{run.suite.suite}_{dataset}",
+                f"{run.suite.title}: {dataset}{synthetic_note(run)}",
+                header,
+                rows,
+                raw,
+                note="mean ± std over seeds.",
+            )
+        )
+    return tables
+
+
+def axis_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
+    """Per dataset: rows method x each value of the suite's extra axis."""
+    [axis] = list(run.suite.axes)
+    tables = []
+    for dataset in run.suite.datasets:
+        headline = HEADLINE[dataset]
+        columns = present_columns(points, dataset)
+        groups = aggregate(
+            [p for p in points if p.point.dataset == dataset],
+            ("method", "composition", axis),
+            columns,
+        )
+        short = axis.rsplit(".", 1)[-1]
+        header = ["method", "composition", short, *columns, "seeds"]
+        rows, raw = [], []
+        for (method, composition, value), cells in sorted(
+            groups.items(), key=lambda kv: str(kv[0])
+        ):
+            seeds = max(len(c.values) for c in cells.values())
+            rows.append(
+                [method, composition, str(value), *(cells[c].text() for c in columns), str(seeds)]
+            )
+            raw.append(
+                {"method": method, "composition": composition, short: value, "seeds": seeds}
+                | _stats(cells, columns)
+            )
+        rows.sort(key=lambda r: (r[0], r[1], float(r[2])))
+        tables.append(
+            Table(
+                f"{run.suite.suite}_{dataset}",
+                f"{run.suite.title}: {dataset}{synthetic_note(run)}",
+                header,
+                rows,
+                raw,
+                note=f"{headline} and the other metrics, mean ± std over seeds.",
+            )
+        )
+    return tables
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def study_table(run: SuiteRun, records: list[dict[str, Any]], study: Any) -> list[Table]:
+    spec = run.suite.study
+    assert spec is not None
+    short = spec.parameter.rsplit(".", 1)[-1]
+    dataset = run.suite.datasets[0]
+    seen = {k for r in records for k in r["metrics"]}
+    columns = tuple(c for c in COLUMNS[dataset] if c in seen)
+    by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_trial[r["trial"]].append(r)
+    bank = study.user_attrs.get("bank_size") if study is not None else None
+    header = ["trial", short, "state", *columns, "seeds"]
+    rows, raw = [], []
+    for trial, items in sorted(by_trial.items()):
+        finished = [r for r in items if r["status"] == "FINISHED"]
+        cells = {c: Cell([r["metrics"][c] for r in finished if c in r["metrics"]]) for c in columns}
+        state = (
+            "pruned"
+            if any(r["pruned"] for r in items)
+            else ("complete" if len(finished) == len(run.seeds) else "partial")
+        )
+        value = items[0]["value"]
+        label = (
+            f"{value} (whole bank)"
+            if bank and value is not None and value >= bank - 1
+            else str(value)
+        )
+        rows.append(
+            [str(trial), label, state, *(cells[c].text() for c in columns), str(len(finished))]
+        )
+        raw.append(
+            {"trial": trial, short: value, "state": state, "seeds": len(finished)}
+            | _stats(cells, columns)
+        )
+    return [
+        Table(
+            run.suite.suite,
+            f"{run.suite.title}{synthetic_note(run)}",
+            header,
+            rows,
+            raw,
+            note=study_note(run, bank, study),
+        )
+    ]
+
+
+def study_note(run: SuiteRun, bank: int | None, study: Any) -> str:
+    """The study table's note: the objective, the bank size and the best value so far."""
+    spec = run.suite.study
+    assert spec is not None
+    short = spec.parameter.rsplit(".", 1)[-1]
+    note = f"Objective: {spec.direction} val {spec.objective} (mean over seeds)."
+    if bank:
+        note += f" Bank: {bank} training images."
+    if study is not None:
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        if complete:
+            best = study.best_params.get(spec.parameter)
+            note += f" Best: {short} = {best} ({study.best_value:.2f})."
+    return note
