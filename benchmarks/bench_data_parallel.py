@@ -42,7 +42,8 @@ SPEC = {
 def _train(home: Path, spec_file: Path, nproc: int) -> dict[str, float]:
     """Train the spec (stage 1, then N) from scratch; samples/s per phase."""
     from bench.config import parse_spec
-    from bench.engine import TrainResult, run_dir_for
+    from bench.train.checkpoints import TrainResult
+    from bench.train.session import run_dir_for
 
     threads = max(1, (os.cpu_count() or 1) // nproc)
     env = {

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench.config import load_spec
 from bench.core.arrays import ArrayCache
-from bench.engine import build_session
-from bench.evaluation import encode_cached
+from bench.evaluation.encode import encode_cached
 from bench.images.pixels import load_pixels
+from bench.train.session import build_session
 
 DEFAULT_SPEC = (
     Path(__file__).resolve().parents[1] / "experiments" / "specs" / "clip4cir_fashioniq.yaml"

@@ -94,27 +94,18 @@ def child_epoch(mode: str, spec_path: Path, overrides: list[str], repeats: int) 
     """Stage-2 epochs in ``mode`` after a warm-up epoch that fills the caches: the fastest
     of ``repeats`` (the machine is shared) and the peak memory growth over all of them."""
     from bench.config import load_spec
-    from bench.engine import (
-        _train_epoch,
-        build_session,
-        make_objective,
-        phase_optimizer,
-        plan_phases,
-        set_trainable,
-        training_features,
-    )
+    from bench.train.engine import plan_phases
+    from bench.train.loop import PhaseTraining, train_epoch, training_features
+    from bench.train.session import build_session
 
     half, in_ram = EPOCH_MODES[mode]
     spec = load_spec(spec_path, [*overrides, f"spn.negatives.half_bank={str(half).lower()}"])
     session = build_session(spec, progress=False, pretrained=False)
     session.features_in_ram = in_ram
-    [(phase, cfg)] = plan_phases(spec, session.method)
-    params = set_trainable(session.method, phase)
-    objective = make_objective(spec, session.method, phase)
-    optimizer, schedule = phase_optimizer(params, cfg, 10_000)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)
-    args = (session, phase, 0, 0, cfg, optimizer, schedule, scaler, True, objective, None)
-    _train_epoch(*args)  # warm: the feature cache of this dtype exists afterwards
+    [planned] = plan_phases(spec, session.method)
+    training = PhaseTraining.create(session, planned.phase, 0, planned.settings, planned.objective)
+    args = (session, training, 0)
+    train_epoch(*args)  # warm: the feature cache of this dtype exists afterwards
     features = training_features(session, True, True)
     assert features is not None
     bank_bytes = features.target.element_size() * features.target.nelement()
@@ -124,7 +115,7 @@ def child_epoch(mode: str, spec_path: Path, overrides: list[str], repeats: int) 
     with PeakMemory() as memory:
         for _ in range(repeats):
             start, cpu_start = time.perf_counter(), time.process_time()
-            _train_epoch(*args)
+            train_epoch(*args)
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
     return {
@@ -141,7 +132,7 @@ def child_epoch(mode: str, spec_path: Path, overrides: list[str], repeats: int) 
 
 def child_bank(mode: str, folder: Path, steps: int, batch: int) -> dict[str, Any]:
     """``steps`` full-bank objective steps (forward + backward) in ``mode``."""
-    from bench.engine import BankObjective
+    from bench.spn.negatives import BankObjective
 
     path = folder / ("bank-fp32.npy" if mode == "ram-fp32" else "bank-fp16.npy")
     with PeakMemory() as memory:

@@ -10,36 +10,24 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from bench.config import load_spec
-from bench.engine import (
-    _train_epoch,
-    build_session,
-    make_objective,
-    phase_optimizer,
-    plan_phases,
-    set_trainable,
-)
+from bench.spn.modifiers import PlannedPhase
+from bench.train.engine import plan_phases
+from bench.train.loop import PhaseTraining, train_epoch
+from bench.train.session import build_session
 
 DEFAULT_SPEC = (
     Path(__file__).resolve().parents[1] / "experiments" / "specs" / "clip4cir_fashioniq.yaml"
 )
 
 
-def time_epoch(session, phase, cfg) -> float:
-    """Seconds of one training epoch of ``phase`` (bank and feature caches warm)."""
-    method = session.method
-    params = set_trainable(method, phase)
-    objective = make_objective(session.spec, method, phase)
-    optimizer, schedule = phase_optimizer(params, cfg, 10_000)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)
-    frozen = phase.image_frozen(method)
-    args = (session, phase, 0, 0, cfg, optimizer, schedule, scaler, frozen, objective, None)
-    if frozen:  # the bank is built once per run: warm it outside the timing
-        _train_epoch(*args)
+def time_epoch(session, planned) -> float:
+    """Seconds of one training epoch of a planned phase (bank and feature caches warm)."""
+    training = PhaseTraining.create(session, planned.phase, 0, planned.settings, planned.objective)
+    if training.frozen:  # the bank is built once per run: warm it outside the timing
+        train_epoch(session, training, 0)
     start = time.perf_counter()
-    _train_epoch(*args)
+    train_epoch(session, training, 0)
     return time.perf_counter() - start
 
 
@@ -53,9 +41,10 @@ def main() -> None:
     )
     session = build_session(spec, progress=False, pretrained=False)
     stage1 = session.method.phases[0]
-    stage1_s = time_epoch(session, stage1, spec.train.phase(stage1.name))
-    [(phase, cfg)] = plan_phases(spec, session.method)
-    stage2_s = time_epoch(session, phase, cfg)
+    stage1_s = time_epoch(session, PlannedPhase(stage1, spec.train.phase(stage1.name)))
+    [planned] = plan_phases(spec, session.method)
+    phase, cfg = planned.phase, planned.settings
+    stage2_s = time_epoch(session, planned)
     n = len(session.data.train)
     print(f"{args.spec.name}: {n} training triplets, bank of {len(session.pool_names)} images")
     print(f"  stage 1 epoch ({stage1.name}, batch {spec.train.batch_size}): {stage1_s:8.2f} s")

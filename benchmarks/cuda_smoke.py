@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from bench.backbones import load_backbone
-from bench.engine import BankObjective, set_trainable
+from bench.spn.negatives import BankObjective
+from bench.train.loop import set_trainable
 from methods import create_method
 from methods.base import TrainBatch
 

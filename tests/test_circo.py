@@ -16,14 +16,14 @@ from PIL import Image
 from bench.config import ExperimentSpec, SpecError, parse_spec
 from bench.core.arrays import ArrayCache
 from bench.core.errors import DataFormatError, MetricInputError
-from bench.data.circo import (
+from bench.formats.circo import (
     circo_query_text,
     image_file_name,
     load_circo_shared_concepts,
     load_circo_split,
 )
-from bench.data.stats import dataset_stats, format_stats
-from bench.engine import build_session, run_dir_for, train
+from bench.formats.generated import read_generated, read_provenance
+from bench.formats.stats import dataset_stats, format_stats
 from bench.metrics import (
     check_circo_submission,
     circo_metrics,
@@ -36,7 +36,6 @@ from bench.metrics import (
     write_circo_submission,
 )
 from bench.spn.positives.pipeline import build_positives
-from bench.spn.positives.writer import read_generated, read_provenance
 from bench.synthetic import (
     CIRCO_SIZES,
     MAX_GTS,
@@ -46,6 +45,8 @@ from bench.synthetic import (
     generate_circo,
 )
 from bench.synthetic.circo import plan_circo_images, plan_circo_queries
+from bench.train.engine import train
+from bench.train.session import build_session, run_dir_for
 from tests.conftest import cirbench_home
 
 KS = (5, 10, 25, 50)

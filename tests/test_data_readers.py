@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from bench.core.errors import DataFormatError
-from bench.data.cirr import load_cirr_split
-from bench.data.fashioniq import fashioniq_query_text, load_fashioniq_split
+from bench.formats.cirr import load_cirr_split
+from bench.formats.fashioniq import fashioniq_query_text, load_fashioniq_split
 from bench.images.transforms import TargetPadTransform, target_pad
 
 # ---------------------------------------------------------------- real annotation files

@@ -23,7 +23,9 @@ import torch
 import yaml
 
 from bench.config import parse_spec
-from bench.engine import TrainResult, run_dir_for, train
+from bench.train.checkpoints import TrainResult
+from bench.train.engine import train
+from bench.train.session import run_dir_for
 from tests.conftest import cirbench_home
 
 SPEC = {
@@ -167,7 +169,8 @@ def test_a_killed_torchrun_resumes_where_it_stopped(home, tmp_path):
 
 
 def test_a_sweep_under_torchrun_is_refused(monkeypatch):
-    from bench.sweep import SweepError, sweep
+    from bench.runner.ablate import sweep
+    from bench.runner.grid import SweepError
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")

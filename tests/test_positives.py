@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 
 from bench.backbones import load_backbone
+from bench.cli.positives import register as register_cli
 from bench.config import PositivesSpec
 from bench.core.arrays import ArrayCache
 from bench.core.errors import DataFormatError
-from bench.data.cirr import load_cirr_split
-from bench.data.fashioniq import load_fashioniq_split
+from bench.formats.cirr import load_cirr_split
+from bench.formats.fashioniq import load_fashioniq_split
+from bench.formats.generated import read_generated
 from bench.spn.positives.captioners import CaptionerError, make_captioner, read_journal
-from bench.spn.positives.cli import register_cli
 from bench.spn.positives.dedup import deduplicate
 from bench.spn.positives.matching import match_pairs, window_targets
 from bench.spn.positives.pipeline import build_positives
 from bench.spn.positives.templates import TemplateComposer, compose, resolve_template
-from bench.spn.positives.writer import read_generated
 from bench.synthetic import describe, generate
 
 

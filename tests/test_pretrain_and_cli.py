@@ -20,8 +20,9 @@ from bench.backbones.pretrain import (
 from bench.cli import main
 from bench.config import parse_spec
 from bench.core.paths import synthetic_root
-from bench.engine import train, write_submission
 from bench.metrics import validate_cirr_submission
+from bench.train.engine import train
+from bench.train.evaluate import write_submission
 from tests.conftest import cirbench_home
 
 

@@ -11,21 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench import engine
 from bench.config import ExperimentSpec, parse_spec
-from bench.engine import (
-    BankObjective,
-    _train_epoch,
-    build_session,
-    make_objective,
-    phase_optimizer,
-    plan_phases,
-    run_dir_for,
-    set_trainable,
-    train,
-    training_features,
-)
 from bench.runner.bases import method_base, methods_with_bases
+from bench.spn import negatives
+from bench.spn.negatives import BankObjective
+from bench.train.engine import plan_phases, train
+from bench.train.loop import PhaseTraining, train_epoch, training_features
+from bench.train.session import build_session, run_dir_for
 from methods import list_methods
 from tests.conftest import cirbench_home
 
@@ -79,7 +71,8 @@ def test_bank_objective_full_bank_and_neg_num():
 def test_plan_uses_paper_defaults_and_freezes_the_image_side():
     spec = spec_with(negatives={"neg_num": 20})
     session = build_session(spec, progress=False)
-    [(phase, cfg)] = plan_phases(spec, session.method)
+    [planned] = plan_phases(spec, session.method)
+    phase, cfg = planned.phase, planned.settings
     assert phase.name == "spn_negatives" and phase.objective == "bank"
     assert phase.image_frozen(session.method)
     assert set(phase.trains) == {"text_encoder", "combiner"}
@@ -175,7 +168,7 @@ def tiny_method_spec(method: str, **spn) -> ExperimentSpec:
         "experiment": "cirbench-spn-tests",
         "dataset": BASE["dataset"],
         **base,
-        "spn": {**base.get("spn", {}), **spn},
+        "spn": spn,  # the base's spn section is the recipe the suites draw from
     }
     return parse_spec(data)
 
@@ -261,7 +254,8 @@ def is_mapped_from(tensor: torch.Tensor, path: Path) -> bool:
 def test_half_bank_is_float16_on_disk_and_memory_mapped():
     spec = spec_with(negatives={**NEGATIVES, "half_bank": True})
     session = build_session(spec, progress=False, pretrained=False)
-    [(phase, _)] = plan_phases(spec, session.method)
+    [planned] = plan_phases(spec, session.method)
+    phase = planned.phase
     half = training_features(session, phase.image_frozen(session.method), bank=True)
     full = training_features(session, True, bank=False)  # stage-1 phases: float32
     assert half is not None and full is not None and half.files and full.files
@@ -329,7 +323,7 @@ def test_neg_num_is_honoured_on_a_mapped_half_bank(tmp_path):
     positives = torch.tensor([0, 7, 39])
     query = bank[positives].clone()
     seen = []
-    original = engine.gather_rows
+    original = negatives.gather_rows
 
     def spy(array, rows, device, dtype=torch.float32):
         seen.append(rows)
@@ -337,7 +331,7 @@ def test_neg_num_is_honoured_on_a_mapped_half_bank(tmp_path):
 
     objective = BankObjective(0.02, learnable=False, neg_num=5)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "gather_rows", spy)
+        mp.setattr(negatives, "gather_rows", spy)
         loss = objective(query, mapped, positives, torch.Generator().manual_seed(4))
     [rows] = seen  # one gather: the positive and exactly neg_num negatives per query
     assert rows.shape == (3, 6) and torch.equal(rows[:, 0], positives)
@@ -363,14 +357,11 @@ def test_float32_mapped_bank_stage_equals_the_in_ram_stage():
         spec = spec_with(negatives={**NEGATIVES, "neg_num": None, "half_bank": half})
         session = build_session(spec, progress=False, pretrained=False)
         session.features_in_ram = in_ram
-        [(phase, cfg)] = plan_phases(spec, session.method)
-        params = set_trainable(session.method, phase)
-        objective = make_objective(spec, session.method, phase)
-        optimizer, schedule = phase_optimizer(params, cfg, 10)
-        scaler = torch.amp.GradScaler("cuda", enabled=False)
-        loss, _ = _train_epoch(
-            session, phase, 0, 0, cfg, optimizer, schedule, scaler, True, objective, None
+        [planned] = plan_phases(spec, session.method)
+        training = PhaseTraining.create(
+            session, planned.phase, 0, planned.settings, planned.objective
         )
+        loss, _ = train_epoch(session, training, 0)
         results[name] = (loss, session.method.state_dict())
     assert results["mapped"][0] == pytest.approx(results["ram"][0], rel=1e-5)
     for key, value in results["ram"][1].items():

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from bench.backbones import BackboneError, load_backbone
 from bench.backbones.blip2 import CONTEXT_LENGTH, EXTRAS_ATTR, TINY_EMBED_DIM
 from bench.backbones.lavis_keys import hf_key_to_lavis, hf_to_lavis, lavis_key_to_hf, lavis_to_hf
-from bench.engine import plan_phases, set_trainable
+from bench.train.engine import plan_phases
+from bench.train.loop import set_trainable
 from methods import create_method
 from methods.base import TrainBatch
 from methods.sprc import Sprc, contrastive_loss, prompt_alignment_loss
@@ -230,7 +231,8 @@ def test_query_offset_is_the_stage2_copy(images):
             "spn": {"negatives": {}},
         }
     )
-    [(phase, cfg)] = plan_phases(spec, method)
+    [planned] = plan_phases(spec, method)
+    phase, cfg = planned.phase, planned.settings
     assert set(phase.trains) == {"query_offset", "text_projection", "prompt"}
     assert phase.image_frozen(method)
     assert (cfg.batch_size, cfg.epochs, cfg.lr) == (32, 3, 1e-5)

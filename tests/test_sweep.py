@@ -20,13 +20,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from bench.engine import TrainResult, run_dir_for
 from bench.report import build_report, tracked_runs_by_digest
+from bench.runner.ablate import sweep
 from bench.runner.profiles import get_profile
 from bench.runner.storage import open_storage, storage_url
 from bench.runner.suites import Point, SuiteRun, list_suites, load_suite
-from bench.sweep import sweep
 from bench.tracking import find_runs
+from bench.train.checkpoints import TrainResult
+from bench.train.session import run_dir_for
 from tests.conftest import cirbench_home
 
 QUICK = "quick"
@@ -110,7 +111,7 @@ def test_suite_overrides_reach_only_the_modifier_they_name():
 
 def test_unknown_suite_name_fails_before_anything_runs(tmp_path, monkeypatch):
     from bench.config import SpecError
-    from bench.sweep import ablate
+    from bench.runner.ablate import ablate
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CIRBENCH_HOME", str(tmp_path))
@@ -352,7 +353,7 @@ def test_postgresql_storage_shared_by_two_workers(postgres_url):
 def test_quick_ablate_writes_every_suite_report(tmp_path):
     """`nox -s ablate -- --quick` in CI: every suite swept and reported (CLIP4CIR; the
     other methods' compositions are covered by tests/test_spn.py)."""
-    from bench.sweep import ABLATE_SUITES, ablate
+    from bench.runner.ablate import ABLATE_SUITES, ablate
 
     out = tmp_path / "reports"
     seconds = ablate(profile=QUICK, methods=ONLY, storage=str(tmp_path / "j.log"), out=out)
@@ -375,7 +376,7 @@ def test_quick_ablate_writes_every_suite_report(tmp_path):
 
 
 def test_suite_groups_expand_in_order_without_repeats():
-    from bench.sweep import ABLATE_SUITES, DIAGNOSTIC_SUITES, expand_suite_names
+    from bench.runner.ablate import ABLATE_SUITES, DIAGNOSTIC_SUITES, expand_suite_names
 
     assert expand_suite_names(["paper"]) == ABLATE_SUITES
     both = expand_suite_names(["ablation_spn", "diagnostics", "paper"])

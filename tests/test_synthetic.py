@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bench.data.cirr import load_cirr_split
-from bench.data.fashioniq import load_fashioniq_split
+from bench.formats.cirr import load_cirr_split
+from bench.formats.fashioniq import load_fashioniq_split
 from bench.synthetic import (
     CIRR_ATTRIBUTES,
     CIRR_SPLITS,

@@ -165,7 +165,8 @@ def test_registry_groups_and_base_settings(method):
     fiq = method_base("tgcir", "synthetic", "fashioniq")
     cirr = method_base("tgcir", "synthetic", "cirr")
     assert fiq["backbone"] == {"arch": "cirbench-tiny", "pretrained": "synthetic"}
-    assert "spn" not in fiq and cirr["spn"]["negatives"]["tau"] == 0.01
+    assert "negatives" not in fiq["spn"] and cirr["spn"]["negatives"]["tau"] == 0.01
+    assert fiq["spn"]["positives"]["templates"] == ["target"]  # the released recipe
     real = method_base("tgcir", "real", "cirr")
     assert real["backbone"]["arch"] == "ViT-B-16" and real["backbone"]["pretrained"] == "openai"
     assert real["spn"]["negatives"]["tau"] == 0.01

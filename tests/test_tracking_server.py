@@ -18,8 +18,8 @@ import mlflow
 import pytest
 
 from bench.config import parse_spec
-from bench.engine import train
 from bench.tracking import UI_ENV, find_runs
+from bench.train.engine import train
 from tests.conftest import cirbench_home, run_processes_at_once
 
 

@@ -19,13 +19,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from bench.config.base import SpecError, Strict, read_yaml, validation_problems
 from bench.config.merge import apply_overrides, flatten
 from bench.config.spn import SPNSpec
+from bench.formats import get_format
 
 #: ``dataset.root`` value that selects the embedded synthetic benchmark.
 SYNTHETIC = "synthetic"
 
 
 class DatasetSpec(Strict):
-    format: Literal["fashioniq", "cirr", "circo"]
+    format: str = Field(description="a registered format (bench.formats.format_names())")
     root: str = SYNTHETIC
     synthetic_size: Literal["tiny", "small", "default"] = "default"
     synthetic_seed: int = 0
@@ -35,6 +36,12 @@ class DatasetSpec(Strict):
     protocol: Literal["full_gallery", "drop_reference", "triplet_gallery"] = "full_gallery"
     cirr_targets: Literal["hard", "soft"] = "hard"
     max_train_queries: int | None = Field(default=None, gt=0)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        get_format(value)  # UnknownFormatError (a ValueError) names the registered ones
+        return value
 
 
 class BackboneSpec(Strict):
@@ -107,17 +114,19 @@ class ExperimentSpec(Strict):
 
     @model_validator(mode="after")
     def _spn_is_consistent(self) -> ExperimentSpec:
-        if self.dataset.format == "circo":
+        fmt = get_format(self.dataset.format)
+        if fmt.train_split is None:
+            name = self.dataset.format
             if not self.spn.zero_shot:
                 raise ValueError(
-                    "dataset.format circo: CIRCO has no training split; a CIRCO run trains "
-                    "zero-shot on generated triplets: set spn.zero_shot: true and "
+                    f"dataset.format {name}: {fmt.title} has no training split; a {fmt.title} "
+                    "run trains zero-shot on generated triplets: set spn.zero_shot: true and "
                     "spn.positives with an out-of-domain pool (pool: pool or a folder)"
                 )
             if self.spn.positives is None or self.spn.positives.pool == "train":
                 raise ValueError(
-                    "dataset.format circo: spn.positives.pool 'train' (the default) does not "
-                    "exist for CIRCO; use pool: pool (the synthetic unlabeled pool) or a "
+                    f"dataset.format {name}: spn.positives.pool 'train' (the default) does not "
+                    f"exist for {fmt.title}; use pool: pool (the synthetic unlabeled pool) or a "
                     "folder of images"
                 )
         return self

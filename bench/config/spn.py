@@ -13,23 +13,14 @@ Which composition a block names is :func:`bench.spn.compositions.composition_of`
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from bench.config.base import Strict
+from bench.formats.generated import check_set_name
 from bench.spn.compositions import Composition, composition_of
 from bench.spn.positives.templates import resolve_template
-
-_SET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def check_set_name(name: str) -> str:
-    """A generated set's name (it names files: ``cap.extend_<name>...``)."""
-    if not _SET_NAME.match(name):
-        raise ValueError(f"generated set name {name!r}: use letters, digits, '_' and '-' only")
-    return name
 
 
 class MatchingBackbone(Strict):

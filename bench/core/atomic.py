@@ -1,8 +1,9 @@
 """Atomic file writes: the one place that writes a file so that readers never see half of it.
 
 Every writer goes through :func:`atomic_path`: the content is written to a temporary file
-beside the target (``.<name>.<pid>.tmp``, unique per process) and renamed over it with
-:func:`os.replace`, which is atomic on POSIX; on any error the temporary file is removed.
+beside the target (``.<name>.<pid>.tmp``, unique per process), flushed to disk (fsync) and
+renamed over it with :func:`os.replace`, which is atomic on POSIX; on any error the
+temporary file is removed.
 A process killed mid-write leaves only its temporary file, which
 :func:`remove_stale_temporaries` deletes once its process is gone.
 """
@@ -33,6 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temporary_path(path)
     try:
         yield tmp
+        with open(tmp, "rb+") as handle:  # on disk before it replaces the old file
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

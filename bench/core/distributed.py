@@ -4,7 +4,7 @@ split across them, gradients summed.
 The engine calls these helpers everywhere; without ``torchrun`` (``$WORLD_SIZE`` unset
 or 1) every one of them is a no-op, so single-process training is unchanged.
 
-What the engine does with them (:func:`bench.engine.train`):
+What the engine does with them (:func:`bench.train.engine.train`):
 
 * every rank builds the same model from the same seed and draws the same epoch order;
   each optimiser step takes the spec's ``train.batch_size`` (the *global* batch), split
@@ -14,7 +14,7 @@ What the engine does with them (:func:`bench.engine.train`):
   over the whole global batch, so each query keeps all ``batch_size - 1`` in-batch
   negatives; the gradient reaches the parameters the loss uses directly on every rank
   (weighted ``1 / world``) and the image encoders through each rank's own rows only
-  (:func:`bench.engine._in_batch_step`);
+  (:func:`bench.train.loop._in_batch_step`);
 * the SPN bank stage (N): one loss term per query, so each rank computes its shard's
   queries only, weighted by its share of the batch;
 * the gradients are then summed across ranks in one all-reduce

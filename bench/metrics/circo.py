@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.atomic import write_json_atomic
 from bench.core.errors import DataFormatError, MetricInputError
 from bench.metrics.kernels import (
     MISS,
@@ -54,7 +55,6 @@ from bench.metrics.submission import (
     not_an_object,
     raise_first,
     raise_if_repeated_ids,
-    write_json_atomic,
 )
 from bench.metrics.topk import topk_from_scores, topk_names
 
@@ -307,7 +307,7 @@ def write_circo_submission(
     path = Path(path)
     payload = circo_submission(query_ids, top50)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, payload)
+    write_json_atomic(path, payload, indent=None)
     return path
 
 

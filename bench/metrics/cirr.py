@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.atomic import write_json_atomic
 from bench.core.errors import DataFormatError, MetricInputError
 from bench.metrics.kernels import (
     SHOW,
@@ -58,7 +59,6 @@ from bench.metrics.submission import (
     not_an_object,
     raise_first,
     raise_if_repeated_ids,
-    write_json_atomic,
 )
 from bench.metrics.topk import (
     subset_topk_from_scores,
@@ -254,7 +254,7 @@ def write_cirr_submission(
         payloads.append(payload)
     out.mkdir(parents=True, exist_ok=True)
     for path, payload in zip(paths, payloads, strict=True):
-        write_json_atomic(path, payload)
+        write_json_atomic(path, payload, indent=None)
     return paths
 
 

@@ -22,11 +22,9 @@ from bench.report.collect import (
     study_points,
     tracked_runs_by_digest,
 )
-from bench.report.tables import COLUMNS, HEADLINE, Cell, Table, aggregate, load_published
+from bench.report.tables import Cell, Table, aggregate, load_published
 
 __all__ = [
-    "COLUMNS",
-    "HEADLINE",
     "Cell",
     "Report",
     "ReportError",

@@ -8,8 +8,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench.formats import get_format
 from bench.report.collect import TrackedPoint
-from bench.report.tables import HEADLINE, Cell, aggregate
+from bench.report.tables import Cell, aggregate
 from bench.runner.suites import SuiteRun
 
 
@@ -41,7 +42,7 @@ def bars_plot(run: SuiteRun, points: list[TrackedPoint], folder: Path) -> list[s
     comps = run.suite.compositions
     width = 0.8 / len(comps)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        headline = HEADLINE[dataset]
+        headline = get_format(dataset).headline_metric
         groups = aggregate(
             [p for p in points if p.point.dataset == dataset], ("method", "composition"), [headline]
         )
@@ -71,7 +72,7 @@ def axis_plot(run: SuiteRun, points: list[TrackedPoint], folder: Path) -> list[s
     short = axis.rsplit(".", 1)[-1]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for dataset in run.suite.datasets:
-        headline = HEADLINE[dataset]
+        headline = get_format(dataset).headline_metric
         groups = aggregate(
             [p for p in points if p.point.dataset == dataset], ("method", axis), [headline]
         )

@@ -14,26 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.formats import get_format
 from bench.report.collect import TrackedPoint
 from bench.runner.paths import PUBLISHED_FILE
 from bench.runner.suites import SuiteRun
-
-FIQ_COLUMNS = (
-    "dress_R@10",
-    "dress_R@50",
-    "shirt_R@10",
-    "shirt_R@50",
-    "toptee_R@10",
-    "toptee_R@50",
-    "avg_R@10",
-    "avg_R@50",
-    "Rmean",
-)
-CIRR_COLUMNS = ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Rmean")
-CIRCO_COLUMNS = ("mAP@5", "mAP@10", "mAP@25", "mAP@50")
-COLUMNS = {"fashioniq": FIQ_COLUMNS, "cirr": CIRR_COLUMNS, "circo": CIRCO_COLUMNS}
-HEADLINE = {"fashioniq": "Rmean", "cirr": "Rmean", "circo": "mAP@10"}
-
 
 # ----------------------------------------------------------------------------- aggregation
 
@@ -62,7 +46,7 @@ def present_columns(points: Iterable[TrackedPoint], dataset: str) -> tuple[str, 
     """The dataset's metric columns that at least one point has (e.g. only the FashionIQ
     categories a profile trains on)."""
     seen = {k for p in points if p.point.dataset == dataset for k in p.metrics}
-    return tuple(c for c in COLUMNS[dataset] if c in seen)
+    return tuple(c for c in get_format(dataset).report_columns if c in seen)
 
 
 def _gain(value: float) -> str:
@@ -270,7 +254,7 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
     tables = []
     for dataset in run.suite.datasets:
         columns = present_columns(points, dataset)
-        headline = HEADLINE[dataset]
+        headline = get_format(dataset).headline_metric
         groups = aggregate(
             [p for p in points if p.point.dataset == dataset], ("method", "composition"), columns
         )
@@ -315,7 +299,7 @@ def axis_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
     [axis] = list(run.suite.axes)
     tables = []
     for dataset in run.suite.datasets:
-        headline = HEADLINE[dataset]
+        headline = get_format(dataset).headline_metric
         columns = present_columns(points, dataset)
         groups = aggregate(
             [p for p in points if p.point.dataset == dataset],
@@ -359,7 +343,7 @@ def study_table(run: SuiteRun, records: list[dict[str, Any]], study: Any) -> lis
     short = spec.parameter.rsplit(".", 1)[-1]
     dataset = run.suite.datasets[0]
     seen = {k for r in records for k in r["metrics"]}
-    columns = tuple(c for c in COLUMNS[dataset] if c in seen)
+    columns = tuple(c for c in get_format(dataset).report_columns if c in seen)
     by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_trial[r["trial"]].append(r)

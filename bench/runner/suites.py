@@ -37,14 +37,12 @@ from bench.config import (
     read_yaml,
     validation_problems,
 )
+from bench.formats import get_format
 from bench.runner.bases import method_base, methods_with_bases
 from bench.runner.paths import SUITES_DIR
 from bench.runner.profiles import Profile
 from bench.runner.recipes import composition_spn
 from bench.spn.compositions import COMPOSITIONS
-
-DatasetFormat = Literal["fashioniq", "cirr", "circo"]
-
 
 # ----------------------------------------------------------------------------- suites
 
@@ -76,7 +74,7 @@ class SuiteSpec(Strict):
     suite: str
     title: str
     kind: Literal["grid", "study"] = "grid"
-    datasets: tuple[DatasetFormat, ...]
+    datasets: tuple[str, ...]
     methods: tuple[str, ...] | Literal["all"] = "all"
     compositions: tuple[str, ...] = ("none",)
     seeds: tuple[int, ...] | None = None
@@ -95,6 +93,13 @@ class SuiteSpec(Strict):
         unknown = [c for c in value if c not in COMPOSITIONS]
         if unknown:
             raise ValueError(f"unknown compositions {unknown}; known: {list(COMPOSITIONS)}")
+        return value
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            get_format(name)
         return value
 
     def method_names(self) -> list[str]:
@@ -209,7 +214,7 @@ class SuiteRun:
             dataset["synthetic_size"] = self.profile.synthetic_size
             if self.profile.max_train_queries:
                 dataset["max_train_queries"] = self.profile.max_train_queries
-            if self.profile.categories and point.dataset == "fashioniq":
+            if self.profile.categories and get_format(point.dataset).categories:
                 dataset["categories"] = list(self.profile.categories)
             if self.profile.pretrained:
                 base["backbone"] = {
@@ -222,7 +227,7 @@ class SuiteRun:
             "seed": point.seed,
             "dataset": dataset,
             **base,
-            "spn": composition_spn(point.composition, point.dataset, self.real, method_spn),
+            "spn": composition_spn(point.composition, method_spn, f"suite {self.suite.suite}"),
         }
         if self.profile.max_epochs:
             data = cap_epochs(data, self.profile.max_epochs)

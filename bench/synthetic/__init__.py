@@ -34,7 +34,6 @@ from bench.synthetic.baselines import (
     attribute_baselines,
     circo_attribute_baselines,
     format_baselines,
-    format_circo_baselines,
 )
 from bench.synthetic.circo import CIRCO_SIZES, MAX_GTS, CircoSize, circo_values
 from bench.synthetic.world import (
@@ -94,7 +93,6 @@ __all__ = [
     "describe",
     "ensure_synthetic",
     "format_baselines",
-    "format_circo_baselines",
     "generate",
     "generate_circo",
     "vocabularies",

@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from bench.core.errors import DataFormatError
-from bench.data.circo import load_circo_split
-from bench.data.cirr import load_cirr_split
-from bench.data.fashioniq import CATEGORIES, load_fashioniq_split
+from bench.formats.circo import load_circo_split
+from bench.formats.cirr import load_cirr_split
+from bench.formats.fashioniq import CATEGORIES, load_fashioniq_split
 from bench.metrics import circo_metrics, cirr_metrics, fashioniq_average, fashioniq_metrics
 from bench.synthetic.world import AttributeIndex
 
@@ -68,56 +68,57 @@ def score_split(
 
 
 def attribute_baselines(
-    root: str | Path,
-    dataset: Literal["fashioniq", "cirr"],
-    split: str = "val",
-    *,
-    seed: int = 0,
+    root: str | Path, dataset: str, split: str = "val", *, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Recall (percent) of the three attribute rankers on one split of a synthetic benchmark.
+    """The official metrics (percent) of the three attribute rankers on one split of a
+    synthetic benchmark, per ranker: FashionIQ recall (per category and averaged), CIRR
+    recall and Rsubset, CIRCO mAP@k.
 
-    ``root`` is the folder ``generate`` wrote (holding ``fashioniq/`` and ``cirr/``).
-    FashionIQ returns :func:`bench.metrics.fashioniq_average` keys per ranker (per-category
-    ``dress_R@10``..., ``avg_R@10``, ``avg_R@50``, ``Rmean``); CIRR returns
-    :func:`bench.metrics.cirr_metrics` keys. Test splits are scored with the targets kept in
-    the modification sidecars.
+    ``root`` is the folder ``generate`` wrote (holding ``fashioniq/``, ``cirr/``, ``circo/``).
+    Test splits are scored with the targets kept in the modification sidecars.
     """
-    root = Path(root)
-    if dataset == "fashioniq":
-        base = root / "fashioniq"
-        metadata = _read(base / "metadata" / "images.json")
-        per_category: dict[str, dict[str, dict[str, float]]] = {name: {} for name in RANKERS}
-        for category in CATEGORIES:
-            data = load_fashioniq_split(base, category, split, images=False)
-            mods_path = base / "metadata" / f"modifications.{category}.{split}.json"
-            mods = _read(mods_path)
-            _check_aligned(data.queries, mods, mods_path)
-            refs = [q.reference for q in data.queries]
-            targets = [mods[q.index]["target"] for q in data.queries]
-            aligned = [mods[q.index] for q in data.queries]
-            scores = score_split(data.gallery, refs, aligned, metadata, seed=seed)
-            for name in RANKERS:
-                per_category[name][category] = fashioniq_metrics(
-                    scores[name], data.gallery, targets
-                )
-        return {name: fashioniq_average(per_category[name]) for name in RANKERS}
-    if dataset == "cirr":
-        base = root / "cirr"
-        metadata = _read(base / "metadata" / "images.json")
-        data = load_cirr_split(base, split, images=False)
-        mods_path = base / "metadata" / f"modifications.rc2.{split}.json"
+    try:
+        scorer = _BASELINES[dataset]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {dataset!r}; expected one of {', '.join(_BASELINES)}"
+        ) from None
+    return scorer(Path(root), split, seed)
+
+
+def _fashioniq_baselines(root: Path, split: str, seed: int) -> dict[str, dict[str, float]]:
+    base = root / "fashioniq"
+    metadata = _read(base / "metadata" / "images.json")
+    per_category: dict[str, dict[str, dict[str, float]]] = {name: {} for name in RANKERS}
+    for category in CATEGORIES:
+        data = load_fashioniq_split(base, category, split, images=False)
+        mods_path = base / "metadata" / f"modifications.{category}.{split}.json"
         mods = _read(mods_path)
         _check_aligned(data.queries, mods, mods_path)
         refs = [q.reference for q in data.queries]
         targets = [mods[q.index]["target"] for q in data.queries]
-        groups = [list(q.group) for q in data.queries]
         aligned = [mods[q.index] for q in data.queries]
         scores = score_split(data.gallery, refs, aligned, metadata, seed=seed)
-        return {
-            name: cirr_metrics(scores[name], data.gallery, refs, targets, groups)
-            for name in RANKERS
-        }
-    raise ValueError(f"unknown dataset {dataset!r}; expected 'fashioniq' or 'cirr'")
+        for name in RANKERS:
+            per_category[name][category] = fashioniq_metrics(scores[name], data.gallery, targets)
+    return {name: fashioniq_average(per_category[name]) for name in RANKERS}
+
+
+def _cirr_baselines(root: Path, split: str, seed: int) -> dict[str, dict[str, float]]:
+    base = root / "cirr"
+    metadata = _read(base / "metadata" / "images.json")
+    data = load_cirr_split(base, split, images=False)
+    mods_path = base / "metadata" / f"modifications.rc2.{split}.json"
+    mods = _read(mods_path)
+    _check_aligned(data.queries, mods, mods_path)
+    refs = [q.reference for q in data.queries]
+    targets = [mods[q.index]["target"] for q in data.queries]
+    groups = [list(q.group) for q in data.queries]
+    aligned = [mods[q.index] for q in data.queries]
+    scores = score_split(data.gallery, refs, aligned, metadata, seed=seed)
+    return {
+        name: cirr_metrics(scores[name], data.gallery, refs, targets, groups) for name in RANKERS
+    }
 
 
 def _check_aligned(queries: Sequence[Any], mods: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -134,7 +135,7 @@ def _check_aligned(queries: Sequence[Any], mods: Sequence[Mapping[str, Any]], pa
             )
 
 
-#: The columns ``format_baselines`` shows per dataset.
+#: The columns ``format_baselines`` shows per dataset (default: every metric).
 _SHOWN = {
     "fashioniq": ("avg_R@10", "avg_R@50", "Rmean"),
     "cirr": ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rmean"),
@@ -142,8 +143,8 @@ _SHOWN = {
 
 
 def format_baselines(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """A plain-text table of ``{dataset: attribute_baselines(...)}`` (recall in %)."""
-    lines = ["attribute-level baselines on val (recall %):"]
+    """A plain-text table of ``{dataset: attribute_baselines(...)}`` (recall / mAP in %)."""
+    lines = ["attribute-level baselines on val (recall %; CIRCO: mAP %):"]
     for dataset, per_ranker in results.items():
         columns = _SHOWN.get(dataset, tuple(next(iter(per_ranker.values()))))
         lines.append(f"  {dataset:10s} " + " ".join(f"{c:>9s}" for c in columns))
@@ -198,10 +199,8 @@ def circo_attribute_baselines(
     return out
 
 
-def format_circo_baselines(results: Mapping[str, Mapping[str, float]]) -> str:
-    """A plain-text table of :func:`circo_attribute_baselines` (mAP in %)."""
-    columns = tuple(next(iter(results.values())))
-    lines = ["  circo      " + " ".join(f"{c:>9s}" for c in columns)]
-    for ranker, metrics in results.items():
-        lines.append(f"  {ranker:>10s} " + " ".join(f"{metrics[c]:9.1f}" for c in columns))
-    return "\n".join(lines)
+_BASELINES = {
+    "fashioniq": _fashioniq_baselines,
+    "cirr": _cirr_baselines,
+    "circo": lambda root, split, seed: circo_attribute_baselines(root, split, seed=seed),
+}

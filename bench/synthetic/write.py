@@ -44,7 +44,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.data.circo import COCO_FOLDER, IMAGE_FOLDER, IMAGE_INFO, image_file_name
+from bench.formats.circo import COCO_FOLDER, IMAGE_FOLDER, IMAGE_INFO, image_file_name
 from bench.synthetic.circo import (
     CIRCO_IMAGE_KIND,
     CIRCO_SIZES,

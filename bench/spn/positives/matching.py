@@ -56,7 +56,8 @@ def embed_images(
     Images go through the backbone's own preprocessing (``load_pixels``, itself cached)
     and ``model.encode_image``; the entry is keyed by :func:`embedding_key`.
     """
-    from bench.evaluation import autocast, to_model_input
+    from bench.core.runtime import autocast
+    from bench.images.transforms import to_model_input
 
     names = list(names)
     model = backbone.model  # type: ignore[attr-defined]

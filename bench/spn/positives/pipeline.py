@@ -38,23 +38,25 @@ from typing import Any
 
 import numpy as np
 
+from bench.backbones import load_backbone
+from bench.backbones.resolve import SYNTHETIC_WEIGHTS, resolve_weights, synthetic_world_of
 from bench.config import PositivesSpec
 from bench.core.arrays import ArrayCache
+from bench.core.atomic import write_json_atomic
 from bench.core.hashing import digest, image_list_digest
-from bench.data import cirr as cirr_reader
-from bench.data import fashioniq as fiq_reader
-from bench.spn.positives.captioners import Captioner, make_captioner
-from bench.spn.positives.dedup import DedupResult, deduplicate
-from bench.spn.positives.matching import cap_total, embed_images, embedding_key, match_pairs
-from bench.spn.positives.templates import TemplateComposer
-from bench.spn.positives.writer import (
-    GeneratedTriplet,
+from bench.core.paths import cache_dir
+from bench.formats import DatasetFormat, get_format
+from bench.formats.generated import (
     provenance_path,
     read_generated,
     read_provenance,
     write_generated,
-    write_json_atomic,
 )
+from bench.formats.records import GeneratedTriplet
+from bench.spn.positives.captioners import Captioner, make_captioner
+from bench.spn.positives.dedup import DedupResult, deduplicate
+from bench.spn.positives.matching import cap_total, embed_images, embedding_key, match_pairs
+from bench.spn.positives.templates import TemplateComposer
 
 GENERATOR = "cirbench.bench.spn.positives"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -101,68 +103,30 @@ def _scan_folder(folder: Path) -> dict[str, Path]:
     return found
 
 
-#: Which images of the synthetic unlabeled pool (``metadata/images.json`` field
-#: ``dataset``) serve a format's ``pool: pool``: CIRCO's synthetic gallery holds one-object
-#: images, the pool's FashionIQ-style kind (all categories, one group).
-POOL_DATASET = {"fashioniq": "fashioniq", "cirr": "cirr", "circo": "fashioniq"}
-FORMATS = tuple(POOL_DATASET)
-
-
-def _categories(format: str, spec: PositivesSpec) -> list[str | None]:
-    if format in ("cirr", "circo"):
-        return [None]
-    return list(spec.categories or fiq_reader.CATEGORIES)
-
-
-def resolve_pool(root: Path, format: str, spec: PositivesSpec) -> list[PoolGroup]:
+def resolve_pool(root: Path, fmt: DatasetFormat, spec: PositivesSpec) -> list[PoolGroup]:
     """The pool's groups (see the module docstring for the pool kinds)."""
     groups: list[PoolGroup] = []
-    if spec.pool == "train" and format == "circo":
+    if spec.pool == "train" and fmt.train_split is None:
         raise ValueError(
-            "pool 'train': CIRCO has no training split; build CIRCO's generated triplets "
+            f"pool 'train': {fmt.title} has no training split; build its generated triplets "
             "from an out-of-domain pool (pool: pool, or a folder of images)"
         )
     if spec.pool == "train":
-        for category in _categories(format, spec):
-            if format == "fashioniq":
-                split = fiq_reader.load_fashioniq_split(root, category, "train")  # type: ignore[arg-type]
-            else:
-                split = cirr_reader.load_cirr_split(root, "train")
+        for group in fmt.groups(spec.categories):
+            split = fmt.load_split(root, "train", group)
             refs = {q.reference for q in split.queries}
-            groups.append(PoolGroup(category, list(split.gallery), dict(split.image_paths), refs))
+            groups.append(PoolGroup(group, list(split.gallery), dict(split.image_paths), refs))
         return groups
     if spec.pool == "pool":
-        pool_dir = Path(root).resolve().parent / "pool"
-        meta_path = pool_dir / "metadata" / "images.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"{meta_path}: pool 'pool' is the synthetic benchmark's unlabeled pool, "
-                f"expected beside the dataset at {pool_dir}"
-            )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        for category in _categories(format, spec):
-            names = sorted(
-                n
-                for n, info in meta.items()
-                if info.get("dataset") == POOL_DATASET[format]
-                and (category is None or info.get("category") == category)
-            )
-            paths = {n: pool_dir / "images" / f"{n}.png" for n in names}
-            missing = [n for n in names if not paths[n].is_file()]
-            if missing:
-                raise FileNotFoundError(
-                    f"{pool_dir / 'images'}: {len(missing)} pool images missing, e.g. {missing[:3]}"
-                )
-            groups.append(PoolGroup(category, names, paths))
-        return groups
+        return _synthetic_pool_groups(root, fmt, spec)
     folder = Path(spec.pool).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{folder}: pool folder not found (pool is train, pool or a folder)"
         )
-    wanted = _categories(format, spec)
+    wanted = fmt.groups(spec.categories)
     by_category = [c for c in wanted if c is not None and (folder / c).is_dir()]
-    if format == "fashioniq" and by_category:
+    if by_category:
         for category in by_category:
             found = _scan_folder(folder / category)
             groups.append(PoolGroup(category, list(found), found))
@@ -172,23 +136,34 @@ def resolve_pool(root: Path, format: str, spec: PositivesSpec) -> list[PoolGroup
     return groups
 
 
-def _train_image_names(root: Path, format: str) -> dict[str, Path]:
-    """Every training image of the dataset (to keep out-of-domain names from colliding;
-    CIRCO has none)."""
-    names: dict[str, Path] = {}
-    if format == "fashioniq":
-        for category in fiq_reader.CATEGORIES:
-            path = fiq_reader.split_file(root, category, "train")
-            if path.is_file():
-                for n in json.loads(path.read_text(encoding="utf-8")):
-                    names[n] = root / "images" / n
-    elif format == "cirr":
-        path = cirr_reader.split_file(root, "train")
-        if path.is_file():
-            names.update(
-                {n: root / p for n, p in json.loads(path.read_text(encoding="utf-8")).items()}
+def _synthetic_pool_groups(root: Path, fmt: DatasetFormat, spec: PositivesSpec) -> list[PoolGroup]:
+    """``pool: pool``: the synthetic benchmark's unlabeled pool beside the dataset, the images
+    of the format's kind (:attr:`~bench.formats.DatasetFormat.synthetic_pool_kind`), one
+    group per category of the format."""
+    pool_dir = Path(root).resolve().parent / "pool"
+    meta_path = pool_dir / "metadata" / "images.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{meta_path}: pool 'pool' is the synthetic benchmark's unlabeled pool, "
+            f"expected beside the dataset at {pool_dir}"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    groups = []
+    for category in fmt.groups(spec.categories):
+        names = sorted(
+            n
+            for n, info in meta.items()
+            if info.get("dataset") == fmt.synthetic_pool_kind
+            and (category is None or info.get("category") == category)
+        )
+        paths = {n: pool_dir / "images" / f"{n}.png" for n in names}
+        missing = [n for n in names if not paths[n].is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{pool_dir / 'images'}: {len(missing)} pool images missing, e.g. {missing[:3]}"
             )
-    return names
+        groups.append(PoolGroup(category, names, paths))
+    return groups
 
 
 # --------------------------------------------------------------------------- the build
@@ -208,14 +183,11 @@ class PositivesBuild:
         backbone: Any = None,
         device: str | None = None,
     ) -> None:
-        if format not in FORMATS:
-            raise ValueError(f"unknown dataset format {format!r}; expected one of {FORMATS}")
         if cache is None:
-            from bench.core.paths import cache_dir
-
             cache = ArrayCache(cache_dir())
         self.root = Path(root)
         self.format = format
+        self.fmt = get_format(format)
         self.spec = spec
         self.cache = cache
         self.progress = progress
@@ -257,30 +229,21 @@ class PositivesBuild:
     def backbone(self) -> Any:
         """The matching backbone, loaded on first use (cache hits never load it)."""
         if self._backbone is None:
-            from bench.backbones import load_backbone
-
             ref = self.spec.backbone
             pretrained = ref.pretrained
-            if pretrained == "synthetic":
-                pretrained = str(self._synthetic_backbone())
+            if pretrained == SYNTHETIC_WEIGHTS:
+                size, seed = synthetic_world_of(self.root)
+                pretrained = resolve_weights(
+                    ref.arch,
+                    pretrained,
+                    synthetic_size=size,
+                    synthetic_seed=seed,
+                    progress=self.progress,
+                )
             self._backbone = load_backbone(
                 ref.arch, pretrained, target_pad_ratio=ref.target_pad_ratio
             )
         return self._backbone
-
-    def _synthetic_backbone(self) -> Path:
-        summary = self.root.resolve().parent / "synthetic.json"
-        if not summary.is_file():
-            raise FileNotFoundError(
-                f"{summary}: backbone.pretrained 'synthetic' needs the dataset to be part of the "
-                "synthetic benchmark; give a checkpoint path or an open_clip tag instead"
-            )
-        info = json.loads(summary.read_text(encoding="utf-8"))
-        from bench.backbones.pretrain import ensure_synthetic_backbone
-
-        return ensure_synthetic_backbone(
-            self.spec.backbone.arch, size=info["size"], seed=info["seed"], progress=self.progress
-        )
 
     @property
     def captioner(self) -> Captioner:
@@ -294,11 +257,9 @@ class PositivesBuild:
 
     def groups(self) -> list[PoolGroup]:
         if self._groups is None:
-            self._groups = self._timed(
-                "pool", lambda: resolve_pool(self.root, self.format, self.spec)
-            )
+            self._groups = self._timed("pool", lambda: resolve_pool(self.root, self.fmt, self.spec))
             if self.spec.pool != "train":
-                train = _train_image_names(self.root, self.format)
+                train = self.fmt.train_image_paths(self.root)
                 clash = sorted({n for g in self._groups for n in g.names} & set(train))
                 if clash:
                     raise ValueError(
@@ -352,7 +313,13 @@ class PositivesBuild:
                     result = self._timed(
                         "dedup", lambda g=group, x=x: deduplicate(g.names, x, threshold)
                     )
-                    write_json_atomic(path, result.as_dict(), indent=None)
+                    write_json_atomic(
+                        path,
+                        result.as_dict(),
+                        indent=None,
+                        ensure_ascii=False,
+                        trailing_newline=True,
+                    )
                     out[group.category] = result
                     self._mark("dedup", True)
             self._dedup = out
@@ -577,9 +544,9 @@ class PositivesBuild:
         else:
             pool["path"] = str(self.root.resolve())
         layout = (
-            "CIRR caption records next to the CIRCO annotations: training data for a "
-            "zero-shot run evaluated on CIRCO (CIRCO has no training split)"
-            if self.format == "circo"
+            f"CIRR caption records next to the {self.fmt.title} annotations: training data "
+            f"for a zero-shot run evaluated on {self.fmt.title} (it has no training split)"
+            if self.fmt.train_split is None
             else f"the official {self.format} caption format"
         )
         return {

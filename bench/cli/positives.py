@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from bench.core.errors import CirbenchError
+from bench.formats import format_names
 
 STEPS = ("caption", "dedup", "match", "build")
 
@@ -75,13 +76,15 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, str, Any]:
 
     data, dataset = load_positives_spec(args.spec, args.set)
     fmt = args.format or (dataset or {}).get("format")
-    if fmt not in ("fashioniq", "cirr", "circo"):
-        raise CirbenchError("give --format fashioniq|cirr|circo (or a spec with dataset.format)")
+    if fmt not in format_names():
+        raise CirbenchError(
+            f"give --format {'|'.join(format_names())} (or a spec with dataset.format)"
+        )
     if args.root is not None:
         root = Path(args.root)
     elif dataset is not None:
         from bench.config import DatasetSpec
-        from bench.data.experiment import dataset_root
+        from bench.train.data import dataset_root
 
         root = dataset_root(DatasetSpec(**dataset), progress=not args.quiet)
     else:
@@ -100,9 +103,9 @@ def _build(args: argparse.Namespace) -> Any:
 
 
 def _write_out(path: Path, data: Any) -> None:
-    from bench.spn.positives.writer import write_json_atomic
+    from bench.core.atomic import write_json_atomic
 
-    write_json_atomic(path, data)
+    write_json_atomic(path, data, ensure_ascii=False, trailing_newline=True)
     print(f"wrote {path}", file=sys.stderr)
 
 
@@ -165,7 +168,7 @@ _HELP = {
 }
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``positives caption|dedup|match|build`` to a ``cirbench`` sub-command list."""
     positives = subparsers.add_parser(
         "positives", help="positive scaling (P): generated triplets", description=__doc__
@@ -181,7 +184,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
             metavar="KEY=VALUE",
             help="override a spec field, e.g. --set rank_lo=100 (repeatable)",
         )
-        parser.add_argument("--format", choices=("fashioniq", "cirr", "circo"))
+        parser.add_argument("--format", choices=format_names())
         parser.add_argument("--root", type=Path, help="dataset folder (FashionIQ, CIRR or CIRCO)")
         parser.add_argument(
             "--cache", type=Path, help="cache folder (default: $CIRBENCH_HOME/cache)"

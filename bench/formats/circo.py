@@ -30,18 +30,32 @@ error (the mAP ground truth would not contain the target); a target that is not 
 gt, a reference among its own gts, and an ``id`` that differs from the record's position
 (the official evaluation looks queries up by position) are warnings. The real files have
 none of them.
+
+:class:`CircoFormat` is the format object: mAP@5/10/25/50 over multiple ground truths;
+no training split, so a CIRCO run trains zero-shot on generated triplets, written as CIRR
+caption records next to the annotations (``annotations/cap.rc2.train.extend_<name>.json``,
+``annotations/split.rc2.train.extend_<name>.json``: name -> ``./extend_<name>/<file>``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.core.errors import DataFormatError
-from bench.data.records import CIRSplit, Query
-from bench.data.validation import (
+from bench.formats.base import DatasetFormat, EvalOptions, SplitFiles, register_format
+from bench.formats.cirr import (
+    generated_caption_name,
+    read_generated_cirr_records,
+    write_generated_cirr_records,
+)
+from bench.formats.records import CIRSplit, GeneratedTriplet, Query
+from bench.formats.validation import (
     EXAMPLES_SHOWN,
     FindingLog,
     check_field,
@@ -49,6 +63,12 @@ from bench.data.validation import (
     iter_records,
     read_json,
     read_json_logged,
+)
+from bench.metrics import (
+    check_circo_submission,
+    circo_metrics_from_features,
+    circo_submission_from_features,
+    write_circo_submission,
 )
 
 SPLITS = ("val", "test")
@@ -336,3 +356,84 @@ def _read_queries(
             count=skipped_for_images,
         )
     return queries
+
+
+@register_format
+class CircoFormat(DatasetFormat):
+    """CIRCO (Baldrati et al., ICCV 2023): COCO images, several ground truths per query;
+    an evaluation benchmark (no training split)."""
+
+    name = "circo"
+    title = "CIRCO"
+    order = 2
+    splits = SPLITS
+    train_split = None
+    headline_metric = "mAP@10"
+    report_columns = ("mAP@5", "mAP@10", "mAP@25", "mAP@50")
+    #: the synthetic CIRCO gallery holds one-object images: the pool's FashionIQ-style kind
+    synthetic_pool_kind = "fashioniq"
+
+    def load_split(
+        self,
+        root: Path,
+        split: str,
+        group: str | None = None,
+        *,
+        images: bool = True,
+        strict: bool = True,
+    ) -> CIRSplit:
+        return load_circo_split(root, split, images=images, strict=strict)
+
+    def split_files(self, root: Path) -> list[SplitFiles]:
+        return [SplitFiles(None, s, annotation_file(root, s), None) for s in SPLITS]
+
+    def split_metrics(
+        self,
+        split: CIRSplit,
+        queries: np.ndarray,
+        gallery: np.ndarray,
+        options: EvalOptions,
+        rows: Callable[[Sequence[str]], np.ndarray],
+    ) -> dict[str, float]:
+        """mAP@K as the CIRCO server computes it (AP@k normalised by min(k, #gt))."""
+        refs = [q.reference for q in split.queries]
+        targets = [list(q.targets) for q in split.queries]
+        return circo_metrics_from_features(queries, gallery, split.gallery, refs, targets)
+
+    def write_submission(
+        self, split: CIRSplit, queries: np.ndarray, gallery: np.ndarray, out_dir: Path, name: str
+    ) -> list[Path]:
+        """The CIRCO server's file: the top 50 image ids of every query (the reference is
+        not removed, as the official evaluation ranks it)."""
+        top50 = circo_submission_from_features(queries, gallery, split.gallery)
+        query_ids = [int(q.query_id) for q in split.queries]
+        path = write_circo_submission(
+            Path(out_dir) / f"circo_submission_{name}.json", query_ids, top50
+        )
+        check_circo_submission(path, expected_query_ids=query_ids)
+        return [path]
+
+    def generated_captions_dir(self, root: Path) -> Path:
+        return Path(root) / "annotations"
+
+    def generated_caption_name(self, name: str, group: str | None = None) -> str:
+        return generated_caption_name(name)
+
+    def write_generated_records(
+        self,
+        root: Path,
+        name: str,
+        triplets: Sequence[GeneratedTriplet],
+        outside_images: Mapping[str, Path],
+        place: Callable[[Path, Path], bool],
+    ) -> tuple[dict[str, Path], int]:
+        folder = self.generated_captions_dir(root)
+        return write_generated_cirr_records(
+            root, folder, folder, name, triplets, outside_images, place
+        )
+
+    def read_generated_records(
+        self, root: Path, name: str
+    ) -> tuple[list[GeneratedTriplet], dict[str, Path]]:
+        folder = self.generated_captions_dir(root)
+        return read_generated_cirr_records(root, folder, folder, name)

@@ -1,7 +1,7 @@
-"""Evaluation of a CIR method on FashionIQ / CIRR splits with the official metrics.
+"""Image and query representations for evaluation and for banks.
 
 Image representations of a split are computed in one pass over its gallery (references
-are gallery images in both datasets); when the image side is frozen they come from the
+are gallery images in every format); when the image side is frozen they come from the
 feature cache, keyed by the encoder weights, so repeated evaluations never re-encode.
 Cached features are memory-mapped from disk (optionally stored as float16) and read a
 batch of rows at a time, so a large (e.g. token-level) bank is never whole in RAM.
@@ -19,19 +19,9 @@ import torch
 from bench.core.arrays import ArrayCache
 from bench.core.hashing import digest
 from bench.core.runtime import autocast
-from bench.data.experiment import eval_text
-from bench.data.records import CIRSplit
+from bench.formats import get_format
+from bench.formats.records import CIRSplit
 from bench.images.transforms import to_model_input
-from bench.metrics import (
-    circo_metrics_from_features,
-    cirr_metrics_from_features,
-    fashioniq_average,
-    fashioniq_metrics_from_features,
-    fashioniq_protocol_gallery,
-    get_fashioniq_protocol,
-    subset_topk_names,
-    topk_names,
-)
 from methods.base import CIRMethod
 
 
@@ -182,7 +172,8 @@ def query_features(
     """L2-normalised query vectors for every query of the split, in query order."""
     split = images.split
     rows = images.rows([q.reference for q in split.queries])
-    texts = [eval_text(split.dataset, q.captions) for q in split.queries]
+    fmt = get_format(split.dataset)
+    texts = [fmt.eval_text(q.captions) for q in split.queries]
     out = []
     for start in range(0, len(texts), batch_size):
         ref = encoded.reference_rows(rows[start : start + batch_size], device)
@@ -190,90 +181,3 @@ def query_features(
         with autocast(device):
             out.append(method.encode_query(ref, tokens).float().cpu())
     return torch.cat(out).numpy()
-
-
-def evaluate_split(
-    method: CIRMethod,
-    images: SplitImages,
-    device: torch.device,
-    *,
-    batch_size: int = 256,
-    protocol: str = "full_gallery",
-    cirr_targets: str = "hard",
-    cache: ArrayCache | None = None,
-) -> dict[str, float]:
-    """Official metrics of one split (one FashionIQ category or one CIRR split)."""
-    split = images.split
-    if not split.has_targets:
-        raise ValueError(f"{split.dataset} {split.name} has no targets; use `cirbench submit`")
-    was_training = method.training
-    method.eval()
-    try:
-        encoded = encode_cached(method, images.pixels, images.pixels_key, device, batch_size, cache)
-        queries = query_features(method, images, encoded, device, batch_size)
-    finally:
-        method.train(was_training)
-    gallery = encoded.target_matrix()
-    refs = [q.reference for q in split.queries]
-    if split.dataset == "fashioniq":
-        proto = get_fashioniq_protocol(protocol)
-        targets = [q.target for q in split.queries]
-        names = fashioniq_protocol_gallery(proto, split.gallery, refs, targets)
-        if len(names) != len(split.gallery):
-            gallery = gallery[images.rows(names)]
-        return fashioniq_metrics_from_features(
-            queries,
-            gallery,
-            names,
-            targets,
-            reference_names=refs,
-            drop_reference=proto.drop_reference,
-        )
-    if split.dataset == "circo":
-        return circo_metrics_from_features(
-            queries, gallery, split.gallery, refs, [list(q.targets) for q in split.queries]
-        )
-    targets_spec: list[str | list[str]] = [
-        [n for n, w in (q.soft_targets or {}).items() if w == 1.0] or [q.target]
-        if cirr_targets == "soft"
-        else q.target
-        for q in split.queries
-    ]
-    return cirr_metrics_from_features(
-        queries, gallery, split.gallery, refs, targets_spec, [list(q.group) for q in split.queries]
-    )
-
-
-def evaluate_splits(
-    method: CIRMethod,
-    splits: Sequence[SplitImages],
-    device: torch.device,
-    **kwargs: object,
-) -> dict[str, float]:
-    """Metrics over all evaluation splits: FashionIQ per category + averages, or CIRR."""
-    per_split = {
-        s.split.category or s.split.split: evaluate_split(method, s, device, **kwargs)
-        for s in splits
-    }  # type: ignore[arg-type]
-    if splits and splits[0].split.dataset == "fashioniq":
-        return fashioniq_average(per_split)
-    (only,) = per_split.values()
-    return only
-
-
-@torch.no_grad()
-def cirr_submission_rankings(
-    method: CIRMethod, images: SplitImages, device: torch.device, batch_size: int = 256
-) -> tuple[list[int], list[list[str]], list[list[str]]]:
-    """(pair ids, top-50 names, top-3 subset names) for a CIRR test submission."""
-    split = images.split
-    method.eval()
-    encoded = encode_pixels(method, images.pixels, device, batch_size)
-    queries = query_features(method, images, encoded, device, batch_size)
-    refs = [q.reference for q in split.queries]
-    gallery = encoded.target_matrix()
-    top50 = topk_names(queries, gallery, split.gallery, 50, refs)
-    top3 = subset_topk_names(
-        queries, gallery, split.gallery, refs, [list(q.group) for q in split.queries], 3
-    )
-    return [int(q.query_id) for q in split.queries], top50, top3

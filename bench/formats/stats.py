@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.data import circo, cirr, fashioniq
-from bench.data.records import CIRSplit
-
-FORMATS = ("fashioniq", "cirr", "circo")
+from bench.formats.base import get_format
+from bench.formats.records import CIRSplit
 
 
 def _split_entry(split: CIRSplit, captions_present: bool) -> dict[str, Any]:
@@ -25,61 +23,42 @@ def dataset_stats(fmt: str, root: str | Path, *, images: bool = True) -> dict[st
     """Read every split present under ``root`` leniently and summarise it.
 
     Returns ``{"format", "root", "images_checked", "splits": {...}, "errors", "warnings"}``
-    where ``splits`` is ``{category: {split: entry}}`` for FashionIQ and ``{split: entry}``
-    for CIRR and CIRCO; ``entry["queries"]`` is ``None`` when the split has an image list
-    but no caption file (e.g. the CIRR train captions are not downloaded). CIRCO entries
-    add ``mean_gt`` (mean number of ground truths per query; ``None`` for test) and have
-    ``images`` ``None`` when the gallery is unknown (no image index file and images not
-    checked).
+    where ``splits`` is ``{category: {split: entry}}`` for a format with categories
+    (FashionIQ) and ``{split: entry}`` otherwise; ``entry["queries"]`` is ``None`` when the
+    split has an image list but no caption file (e.g. the CIRR train captions are not
+    downloaded). Entries of a format with several ground truths per query (CIRCO) add
+    ``mean_gt`` (``None`` for a split without ground truths) and have ``images`` ``None``
+    when the gallery is unknown (no image index file and images not checked).
     """
     root = Path(root)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format {fmt!r}; expected one of {FORMATS}")
+    dataset = get_format(fmt)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root folder not found")
     splits: dict[str, Any] = {}
     entries: list[dict[str, Any]] = []
-    if fmt == "fashioniq":
-        for category in fashioniq.CATEGORIES:
-            for split in fashioniq.SPLITS:
-                if not _present(fashioniq.caption_file(root, category, split)) and not _present(
-                    fashioniq.split_file(root, category, split)
-                ):
-                    continue
-                data = fashioniq.load_fashioniq_split(
-                    root, category, split, images=images, strict=False
-                )
-                entry = _split_entry(data, _present(fashioniq.caption_file(root, category, split)))
-                splits.setdefault(category, {})[split] = entry
-                entries.append(entry)
-    elif fmt == "circo":
-        for split in circo.SPLITS:
-            if not _present(circo.annotation_file(root, split)):
-                continue
-            data = circo.load_circo_split(root, split, images=images, strict=False)
-            entry = _split_entry(data, True)
-            if not images and not _present(circo.image_info_file(root)):
+    for files in dataset.split_files(root):
+        captions = _present(files.captions)
+        if not captions and not (files.images is not None and _present(files.images)):
+            continue
+        data = dataset.load_split(root, files.split, files.group, images=images, strict=False)
+        if not captions:
+            data.findings = [f for f in data.findings if f.file != str(files.captions)]
+        entry = _split_entry(data, captions)
+        if files.images is None:  # the gallery comes with the annotations (CIRCO)
+            if not images and not data.gallery:
                 entry["images"] = None
             gts = [len(q.targets) for q in data.queries if q.targets]
             entry["mean_gt"] = round(sum(gts) / len(gts), 4) if gts else None
-            splits[split] = entry
-            entries.append(entry)
-    else:
-        for split in cirr.SPLITS:
-            cap, img = cirr.caption_file(root, split), cirr.split_file(root, split)
-            if not _present(cap) and not _present(img):
-                continue
-            data = cirr.load_cirr_split(root, split, images=images, strict=False)
-            if not _present(cap):
-                data.findings = [f for f in data.findings if f.file != str(cap)]
-            entry = _split_entry(data, _present(cap))
-            splits[split] = entry
-            entries.append(entry)
+        if files.group is None:
+            splits[files.split] = entry
+        else:
+            splits.setdefault(files.group, {})[files.split] = entry
+        entries.append(entry)
     if not entries:
-        raise FileNotFoundError(
-            f"{root}: no {fmt} annotation files found (expected "
-            + ("annotations/{val,test}.json)" if fmt == "circo" else "captions/ and image_splits/)")
+        wanted = ", ".join(
+            sorted({str(f.captions.relative_to(root)) for f in dataset.split_files(root)})[:3]
         )
+        raise FileNotFoundError(f"{root}: no {fmt} annotation files found (expected e.g. {wanted})")
     return {
         "format": fmt,
         "root": str(root),
@@ -94,11 +73,16 @@ def _present(path: Path) -> bool:
     return path.is_file()
 
 
+def _entries(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    nested = bool(get_format(stats["format"]).categories)
+    return [e for v in stats["splits"].values() for e in (v.values() if nested else [v])]
+
+
 def format_stats(stats: dict[str, Any]) -> str:
     """A plain-text table of :func:`dataset_stats` output, findings listed underneath."""
     rows: list[tuple[str, ...]] = []
     findings: list[str] = []
-    nested = stats["format"] == "fashioniq"
+    nested = bool(get_format(stats["format"]).categories)
     for key, value in stats["splits"].items():
         items = value.items() if nested else [(key, value)]
         for split, entry in items:
@@ -114,7 +98,7 @@ def format_stats(stats: dict[str, Any]) -> str:
                 where += f": field {f['field']!r}" if f["field"] else ""
                 findings.append(f"  {f['severity']}: {where}: {f['message']}")
     header: tuple[str, ...] = ("split", "queries", "images", "errors")
-    if stats["format"] == "circo":
+    if any("mean_gt" in e for e in _entries(stats)):
         header += ("mean gt",)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"{stats['format']} at {stats['root']} (images checked: {stats['images_checked']})"]

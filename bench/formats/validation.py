@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import DataFormatError
-from bench.data.records import Finding
+from bench.formats.records import Finding
 
 #: How many example names a "missing images" finding quotes.
 EXAMPLES_SHOWN = 5

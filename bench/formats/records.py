@@ -1,4 +1,5 @@
-"""Typed records shared by every dataset reader: queries, splits and validation findings."""
+"""Typed records shared by every format: queries, splits, validation findings, training
+triplets (human and generated)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,29 @@ class CIRSplit:
             raise DataFormatError(path, "image file not found") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataFormatError(path, f"cannot decode image: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TrainTriplet:
+    """A training triplet: reference and target image names and the raw caption(s)."""
+
+    reference: str
+    target: str
+    captions: tuple[str, ...]
+    source: str  # split name it came from (e.g. "dress/train", "generated/<name>")
+    generated: bool = False  # captions are alternative template renderings (SPN positives)
+
+
+@dataclass(frozen=True)
+class GeneratedTriplet:
+    """One generated triplet (positive scaling). ``text`` is the modification text to train
+    with; ``source`` names where it came from (``"dress/extend_<name>"``, ``"extend_<name>"``)."""
+
+    reference: str
+    target: str
+    text: str
+    source: str
+    category: str | None = None
+    alternative: str = ""
+    reference_caption: str = ""
+    target_caption: str = ""

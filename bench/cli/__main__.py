@@ -1,0 +1,7 @@
+"""``python -m bench.cli`` (what ``torchrun -m bench.cli train SPEC`` runs)."""
+
+import sys
+
+from bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""``cirbench data stats|synth``: dataset folders and the synthetic benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.core.errors import CirbenchError
+from bench.formats import format_names
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from bench.formats.stats import dataset_stats, format_stats
+
+    stats = dataset_stats(args.format, args.root, images=not args.no_images)
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 1 if args.strict and stats["errors"] else 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from bench.formats.stats import dataset_stats, format_stats
+    from bench.synthetic import attribute_baselines, format_baselines, generate
+
+    out = Path(args.out)
+    summary = generate(out, seed=args.seed, size=args.size, progress=not args.quiet)
+    all_stats: dict[str, dict] = {}
+    baselines: dict[str, dict] = {}
+    for fmt in format_names():
+        stats = dataset_stats(fmt, out / fmt, images=True)
+        all_stats[fmt] = stats
+        if stats["errors"]:
+            print(format_stats(stats), file=sys.stderr)
+            raise CirbenchError(f"generated {fmt} data failed validation: see findings above")
+        baselines[fmt] = attribute_baselines(out, fmt, "val")
+    report = {"summary": summary, "stats": all_stats, "baselines": baselines}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for fmt in format_names():
+            print(format_stats(all_stats[fmt]))
+            print()
+        print(format_baselines(baselines))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="dataset tools").add_subparsers(
+        dest="data_command", required=True
+    )
+    stats = data.add_parser(
+        "stats", help="queries / images per split and validation findings of a dataset folder"
+    )
+    stats.add_argument("--format", required=True, choices=format_names())
+    stats.add_argument("--root", required=True, type=Path, help="dataset folder")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.add_argument(
+        "--no-images", action="store_true", help="annotations only: do not look for image files"
+    )
+    stats.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any error is found"
+    )
+    stats.set_defaults(handler=_cmd_data_stats)
+
+    synth = data.add_parser(
+        "synth",
+        help="generate the synthetic CIR benchmark (FashionIQ, CIRR and CIRCO formats)",
+    )
+    synth.add_argument("--out", required=True, type=Path, help="output folder")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", choices=("tiny", "small", "default"), default="default")
+    synth.add_argument("--json", action="store_true", help="print the report as JSON")
+    synth.add_argument("--quiet", action="store_true", help="no progress bars")
+    synth.set_defaults(handler=_cmd_data_synth)

@@ -1,0 +1,122 @@
+"""``cirbench sweep|report|ablate|suites``: the experiment suites."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.cli.common import add_suite_arguments
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.runner.ablate import sweep
+
+    result = sweep(
+        args.suite,
+        profile=args.profile,
+        data_root=args.data_root,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        methods=tuple(args.methods) if args.methods else None,
+        workers=args.workers,
+        storage=args.storage,
+        n_trials=args.trials,
+        overrides=tuple(args.set),
+        progress=not args.quiet,
+    )
+    summary = {
+        "suite": result.suite,
+        "seconds": round(result.seconds, 1),
+        "points": len(result.outcomes),
+        "points_trained": result.trained,
+    }
+    if result.study_name:
+        summary |= {"study": result.study_name, "storage": result.storage}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+
+    report = build_report(
+        args.suite,
+        profile=args.profile,
+        data_root=args.data_root,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        methods=tuple(args.methods) if args.methods else None,
+        storage=args.storage,
+        out=args.out,
+    )
+    print(report.folder / "index.md")
+    if report.missing:
+        print(f"{len(report.missing)} points not run yet (listed in index.md)", file=sys.stderr)
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from bench.runner.ablate import ABLATE_SUITES, ablate, expand_suite_names
+
+    seconds = ablate(
+        profile=args.profile,
+        suites=expand_suite_names(args.suites or ABLATE_SUITES),
+        data_root=args.data_root,
+        methods=tuple(args.methods) if args.methods else None,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        workers=args.workers,
+        storage=args.storage,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    print(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=2))
+    return 0
+
+
+def _cmd_suites(args: argparse.Namespace) -> int:
+    from bench.runner.ablate import SUITE_GROUPS
+    from bench.runner.profiles import load_profiles
+    from bench.runner.suites import list_suites, load_suite
+
+    for name in list_suites():
+        suite = load_suite(name)
+        group = next((g for g, members in SUITE_GROUPS.items() if name in members), "")
+        print(f"{name:18s} {suite.kind:5s} {group:11s} {suite.title}")
+    print()
+    for name, profile in load_profiles().items():
+        print(f"profile {name:8s} {profile.description}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser("sweep", help="run a suite's grid or Optuna study (resumable)")
+    sweep.add_argument("suite", help="suite name in experiments/ (see `cirbench suites`)")
+    add_suite_arguments(sweep)
+    sweep.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes")
+    sweep.add_argument("--trials", type=int, help="study trials in total (default: profile's)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    report = commands.add_parser("report", help="tables and plots of a suite from MLflow runs")
+    report.add_argument("suite")
+    add_suite_arguments(report)
+    report.add_argument("--seeds", type=int, nargs="+")
+    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.set_defaults(handler=_cmd_report)
+
+    ablate = commands.add_parser("ablate", help="sweep and report every suite (nox -s ablate)")
+    add_suite_arguments(ablate)
+    ablate.add_argument(
+        "--suites",
+        nargs="+",
+        help="suite names, or `paper` (the default set) and `diagnostics` (why a modifier "
+        "helps or not)",
+    )
+    ablate.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
+    ablate.add_argument("--workers", type=int, default=1)
+    ablate.add_argument("--out", type=Path, default=Path("reports"))
+    ablate.set_defaults(handler=_cmd_ablate)
+
+    suites = commands.add_parser("suites", help="list the experiment suites and profiles")
+    suites.set_defaults(handler=_cmd_suites)

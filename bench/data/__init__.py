@@ -1,1 +1,0 @@
-"""Dataset readers for the official FashionIQ / CIRR layouts and the synthetic benchmark."""

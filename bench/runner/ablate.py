@@ -1,0 +1,143 @@
+"""``cirbench sweep SUITE`` and ``cirbench ablate``: one suite (grid or study) under a
+profile, and every suite of a group swept then reported (``nox -s ablate``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench.config import SpecError
+from bench.core import distributed
+from bench.report import build_report
+from bench.runner.grid import SweepError, SweepResult, run_grid
+from bench.runner.profiles import get_profile
+from bench.runner.study import run_study
+from bench.runner.suites import SuiteRun, list_suites, load_suite, suite_file
+
+log_prefix = "[cirbench sweep]"
+
+
+def sweep(
+    suite_name: str,
+    *,
+    profile: str = "default",
+    data_root: str | Path | None = None,
+    seeds: tuple[int, ...] | None = None,
+    methods: tuple[str, ...] | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    overrides: tuple[str, ...] = (),
+    progress: bool = True,
+) -> SweepResult:
+    """Run one suite (grid or study) under a profile."""
+    if distributed.is_distributed():
+        raise SweepError(
+            "a sweep runs its points in its own worker processes (--workers) and Optuna "
+            "workers; launch it without torchrun (torchrun is for `cirbench train`)"
+        )
+    run = SuiteRun(
+        load_suite(suite_name),
+        get_profile(profile),
+        Path(data_root).expanduser().resolve() if data_root else None,
+        seeds_override=seeds,
+        extra_overrides=overrides,
+        storage=storage,
+        methods_override=methods,
+    )
+    if run.suite.kind == "study":
+        return run_study(
+            run, storage=storage, workers=workers, n_trials=n_trials, progress=progress
+        )
+    return run_grid(run, workers=workers, progress=progress)
+
+
+#: The suites ``cirbench ablate`` (``nox -s ablate``) runs, in order.
+ABLATE_SUITES = (
+    "ablation_spn",
+    "table2_fashioniq",
+    "table3_cirr",
+    "bank_size",
+    "positives_count",
+    "zero_shot",
+)
+
+#: Suites that ask why a modifier helps or not (``cirbench ablate --suites diagnostics``):
+#: P against its continuation control, the bank stage's tau and lr, captioner noise and
+#: the rank window. They share stage 1 (and the recipe's own points) with ``ablation_spn``.
+DIAGNOSTIC_SUITES = (
+    "positives_control",
+    "negatives_tau",
+    "negatives_lr",
+    "positives_noise",
+    "positives_window",
+    "bank_size_tuned_lr",
+)
+
+#: Names that ``--suites`` expands to a group of suites.
+SUITE_GROUPS = {"paper": ABLATE_SUITES, "diagnostics": DIAGNOSTIC_SUITES}
+
+
+def expand_suite_names(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Suite names with group names (``paper``, ``diagnostics``) expanded, in order, once.
+    Raises :class:`SpecError` on a name that is neither a suite nor a group, before anything
+    runs (an ablation of several hours must not fail at its last suite)."""
+    out: list[str] = []
+    for name in names:
+        for suite in SUITE_GROUPS.get(name, (name,)):
+            if not suite_file(suite).is_file():
+                groups = "; ".join(f"{g}: {', '.join(m)}" for g, m in SUITE_GROUPS.items())
+                raise SpecError(
+                    f"unknown suite {suite!r}; known suites: {', '.join(list_suites())}; "
+                    f"groups: {groups}"
+                )
+            if suite not in out:
+                out.append(suite)
+    return tuple(out)
+
+
+def ablate(
+    *,
+    profile: str = "default",
+    suites: tuple[str, ...] = ABLATE_SUITES,
+    data_root: str | Path | None = None,
+    methods: tuple[str, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    out: str | Path = "reports",
+    progress: bool = True,
+) -> dict[str, float]:
+    """Every suite swept, then reported; returns seconds per suite (and ``total``).
+    ``ablation_spn`` goes first: Tables 2 and 3 reuse its none and P+N points."""
+    suites = expand_suite_names(suites)
+    for name in suites:  # every suite file parses before the first one runs
+        load_suite(name)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    for name in suites:
+        t0 = time.perf_counter()
+        print(f"{log_prefix} {name} ({profile})", flush=True)
+        sweep(
+            name,
+            profile=profile,
+            data_root=data_root,
+            seeds=seeds,
+            methods=methods,
+            workers=workers,
+            storage=storage,
+            progress=progress,
+        )
+        report = build_report(
+            name,
+            profile=profile,
+            data_root=data_root,
+            seeds=seeds,
+            methods=methods,
+            storage=storage,
+            out=out,
+        )
+        seconds[name] = time.perf_counter() - t0
+        print(f"{log_prefix} {name}: {seconds[name]:.0f} s -> {report.folder}", flush=True)
+    seconds["total"] = time.perf_counter() - start
+    return seconds

@@ -1,0 +1,202 @@
+"""Study suites: an Optuna study over one spec key (e.g. the negative-bank size).
+
+The study lives in a storage given by URL (:mod:`bench.runner.storage`): the default is a
+journal file under ``CIRBENCH_HOME`` (``optuna/journal.log``), ``postgresql://...`` /
+``sqlite:///...`` an RDB and ``journal:PATH`` a journal file elsewhere, so several
+processes or machines can join one study. The trial budget is exact across workers: a
+worker asks for a trial only under a lock (a file lock; a PostgreSQL advisory lock for
+``postgresql://``) after counting the study's live trials. Trials of dead workers (same
+host) are marked failed and redone on the next run. The objective is the mean over seeds;
+pruning reads the first seed's per-epoch metric.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from bench.core.atomic import process_alive
+from bench.runner.grid import SweepError, SweepResult, limit_threads, run_point
+from bench.runner.parents import parent_run
+from bench.runner.storage import open_storage, safe_url, storage_url, study_lock, study_name_for
+from bench.runner.suites import Point, SuiteRun
+from bench.train.session import build_session
+
+
+def _live_states() -> tuple[Any, ...]:
+    return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def fail_dead_trials(study: Any) -> int:
+    """Mark RUNNING trials whose worker process (on this host) is gone as FAIL."""
+    host = socket.gethostname()
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker", "")
+        worker_host, _, pid = worker.rpartition(":")
+        if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed += 1
+    return failed
+
+
+def bank_size_of(run: SuiteRun, point: Point) -> int:
+    """Rows of the negative bank (every training image) of ``point``'s data."""
+
+    session = build_session(run.spec(point), progress=False, pretrained=False)
+    return len(session.pool_names)
+
+
+@dataclass
+class StudyContext:
+    run: SuiteRun
+    study_name: str
+    storage: str
+    n_trials: int
+    parent_id: str | None
+    progress: bool
+
+
+def _study_worker(ctx: StudyContext, threads: int | None = None) -> int:
+    """Run trials until the study holds ``n_trials`` live trials; returns trials run."""
+
+    if threads:
+        limit_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = ctx.run.suite.study
+    assert spec is not None
+    study = optuna.load_study(study_name=ctx.study_name, storage=open_storage(ctx.storage))
+    bank = int(study.user_attrs["bank_size"])
+    high = bank - 1 if spec.high == "bank" else int(spec.high)
+    ran = 0
+    while True:
+        with study_lock(ctx.storage, ctx.study_name):
+            live = study.get_trials(deepcopy=False, states=_live_states())
+            if len(live) >= ctx.n_trials:
+                return ran
+            trial = study.ask()
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        value = trial.suggest_int(spec.parameter, spec.low, high, log=spec.log)
+        try:
+            objective = _run_trial(ctx, trial, value)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except Exception:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        else:
+            study.tell(trial, objective)
+        ran += 1
+
+
+def _run_trial(ctx: StudyContext, trial: Any, value: int) -> float:
+    """Train every seed at ``value``; the objective is the mean over seeds."""
+
+    run, spec = ctx.run, ctx.run.suite.study
+    assert spec is not None
+    values, run_ids = [], []
+    for index, seed in enumerate(run.seeds):
+        point = Point(run.methods[0], run.suite.datasets[0], spec.composition, seed)
+
+        def report(phase: str, epoch: int, metrics: dict[str, float], first: bool = index == 0):
+            if not first or spec.pruner == "none":
+                return
+            trial.report(metrics[spec.objective], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: {metrics[spec.objective]:.2f}")
+
+        outcome = run_point(
+            run,
+            point,
+            ctx.parent_id,
+            progress=False,
+            overrides=(f"{spec.parameter}={value}",),
+            trial=trial.number,
+            on_epoch=report,
+        )
+        values.append(outcome.metrics[spec.objective])
+        run_ids.append(outcome.run_id)
+        trial.set_user_attr(f"seed{seed}", outcome.metrics[spec.objective])
+    trial.set_user_attr("mlflow_run_ids", run_ids)
+    trial.set_user_attr("std", statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(values)
+
+
+def _study_process(args: tuple[StudyContext, int]) -> int:
+    ctx, threads = args
+    return _study_worker(ctx, threads)
+
+
+def run_study(
+    run: SuiteRun,
+    *,
+    storage: str | None = None,
+    workers: int = 1,
+    n_trials: int | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Run (or continue) a suite's Optuna study (see the module docstring)."""
+
+    spec = run.suite.study
+    if spec is None:
+        raise SweepError(f"suite {run.suite.suite} is not a study")
+    url = storage_url(storage)
+    name = study_name_for(run)
+    n_trials = n_trials or run.profile.n_trials
+    pruner: Any = (
+        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if spec.pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
+    start = time.perf_counter()
+    with study_lock(url, name):
+        study = optuna.create_study(
+            study_name=name,
+            storage=open_storage(url),
+            direction=spec.direction,
+            sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
+            pruner=pruner,
+            load_if_exists=True,
+        )
+        if "bank_size" not in study.user_attrs:
+            first = Point(run.methods[0], run.suite.datasets[0], "none", run.seeds[0])
+            bank = bank_size_of(run, first)
+            study.set_user_attr("bank_size", bank)
+            if spec.high == "bank":  # always measure the whole bank (the paper's setting)
+                study.enqueue_trial({spec.parameter: bank - 1})
+            study.set_user_attr("suite", run.suite.suite)
+            study.set_user_attr("objective", f"{spec.direction} val {spec.objective}")
+        fail_dead_trials(study)
+    # stage 1 once, before workers start, so they do not queue on its lock
+    for seed in run.seeds:
+        point = Point(run.methods[0], run.suite.datasets[0], "none", seed)
+        run_point(run, point, None, progress)
+    with parent_run(run, "study") as parent:
+        parent.set_tags({"cirbench.optuna_study": name, "cirbench.optuna_storage": safe_url(url)})
+        ctx = StudyContext(run, name, url, n_trials, parent.run_id, progress)
+        if workers <= 1:
+            _study_worker(ctx)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                list(pool.map(_study_process, [(ctx, threads)] * workers))
+        seconds = time.perf_counter() - start
+        done = optuna.load_study(study_name=name, storage=open_storage(url))
+        complete = [t for t in done.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        parent.log_metrics({"trials": len(done.trials), "seconds": seconds})
+        if complete:
+            parent.log_metrics({f"best.{spec.objective}": done.best_value})
+            parent.set_tags({"cirbench.best_params": str(done.best_params)})
+    return SweepResult(run.suite.suite, seconds=seconds, study_name=name, storage=url)
+
+
+# ----------------------------------------------------------------------------- entry point

@@ -1,0 +1,2 @@
+"""Training: data of an experiment, the session, checkpoints, the loop, evaluation and
+submission of trained runs."""

@@ -1,0 +1,76 @@
+"""Trained runs after training: evaluate a checkpoint (tracked), write test-server files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bench.config import ExperimentSpec
+from bench.core.checkpoints import load_checkpoint_file
+from bench.core.errors import CirbenchError
+from bench.evaluation.encode import encode_pixels, query_features
+from bench.evaluation.evaluate import evaluate_splits
+from bench.formats import get_format
+from bench.tracking import TrackedRun
+from bench.train.data import eval_options
+from bench.train.session import Session, build_session
+
+
+def load_trained(spec: ExperimentSpec, checkpoint: Path, *, progress: bool = True) -> Session:
+    """A session whose method carries the weights (and phase) of a checkpoint."""
+    state = load_checkpoint_file(checkpoint)
+    session = build_session(spec, progress=progress, pretrained=False)
+    session.method.load_state_dict(state["model"])
+    phase = state.get("phase") or session.method.phases[-1].name
+    session.method.set_phase(phase)
+    return session
+
+
+def evaluate(
+    spec: ExperimentSpec, checkpoint: Path, *, progress: bool = True, tracking: bool = True
+) -> dict[str, float]:
+    """Evaluate a checkpoint on the spec's eval split; tracked as its own MLflow run."""
+    session = load_trained(spec, checkpoint, progress=progress)
+    tags = {
+        "cirbench.dataset_fingerprint": session.pool_key,
+        "cirbench.spec_digest": spec.digest(),
+        "cirbench.kind": "evaluate",
+        "cirbench.checkpoint": str(checkpoint),
+    }
+    with TrackedRun(
+        spec.experiment, f"{spec.name}-eval", params=spec.flat(), tags=tags, enabled=tracking
+    ) as run:
+        metrics = evaluate_splits(
+            session.method,
+            session.eval_images,
+            session.device,
+            batch_size=spec.eval.batch_size,
+            options=eval_options(spec.dataset),
+            cache=session.cache,
+        )
+        run.log_metrics({f"val.{k}": v for k, v in metrics.items()})
+        run.log_dict(metrics, "metrics.json")
+    return metrics
+
+
+@torch.no_grad()
+def write_submission(
+    spec: ExperimentSpec, checkpoint: Path, out_dir: Path, *, progress: bool = True
+) -> list[Path]:
+    """Test-server files of the spec's eval split (normally CIRR ``test1``), validated."""
+    fmt = get_format(spec.dataset.format)
+    if not fmt.has_submission:
+        raise CirbenchError(f"{fmt.title} has no test-server submission format")
+    session = load_trained(spec, checkpoint, progress=progress)
+    method, device, batch = session.method, session.device, spec.eval.batch_size
+    files = []
+    for images in session.eval_images:
+        method.eval()
+        encoded = encode_pixels(method, images.pixels, device, batch)
+        queries = query_features(method, images, encoded, device, batch)
+        name = (
+            spec.name if images.split.category is None else f"{spec.name}-{images.split.category}"
+        )
+        files += fmt.write_submission(images.split, queries, encoded.target_matrix(), out_dir, name)
+    return files
