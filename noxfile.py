@@ -17,9 +17,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting check."""
+    """ruff (lint and formatting check) and the import-layers contract."""
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("python", "tests/import_layers.py")
 
 
 @nox.session

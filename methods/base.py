@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from bench.backbones import Backbone
+from bench.core.hashing import tensor_fingerprint
 
 #: Parameter groups whose outputs depend on images only (the reference and target encoders).
 IMAGE_SIDE = "image"
@@ -170,7 +171,6 @@ class CIRMethod(nn.Module, ABC):
 
     def image_fingerprint(self) -> str:
         """Hash of the image-side weights (keys cached image features)."""
-        from bench.core.hashing import tensor_fingerprint
 
         return tensor_fingerprint(self.target_parameters())
 

@@ -69,6 +69,7 @@ from torch.func import functional_call
 
 from bench.backbones import Backbone, BackboneError
 from bench.backbones.blip2 import EXTRAS_ATTR
+from bench.core.hashing import tensor_fingerprint
 from methods.base import IMAGE_SIDE, CIRMethod, MethodParams, Phase, TrainBatch
 from methods.registry import register_method
 
@@ -395,7 +396,6 @@ class Sprc(CIRMethod):
 
     def image_fingerprint(self) -> str:
         """Hash of every weight the image representations depend on, the frozen ViT too."""
-        from bench.core.hashing import tensor_fingerprint
 
         vit = list(self._vit_parameters()) if self.params.freeze_vit else []
         return tensor_fingerprint([*vit, *self.target_parameters()])

@@ -21,6 +21,11 @@ from typing import Any
 
 import torch
 
+from bench import synthetic as syn
+from bench.backbones.base import BackboneError
+from bench.core.paths import cache_dir
+from bench.spn.positives import templates
+
 TINY = "cirbench-bert-tiny"
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 #: BLIP adds a decoder bos token and an encoder token (``[ENC]`` replaces ``[CLS]`` when the
@@ -38,8 +43,6 @@ COMMON_WORDS = (
 
 def tiny_vocabulary() -> list[str]:
     """The deterministic vocabulary of ``cirbench-bert-tiny``."""
-    from bench import synthetic as syn
-    from bench.spn.positives import templates
 
     words: set[str] = set()
     for group in (
@@ -77,8 +80,6 @@ def _tiny_tokenizer() -> Any:
 
     from transformers import BertTokenizerFast
 
-    from bench.core.paths import cache_dir
-
     text = "\n".join(tiny_vocabulary()) + "\n"
     folder = cache_dir() / "tokenizers" / hashlib.sha256(text.encode()).hexdigest()[:12]
     vocab = folder / "vocab.txt"
@@ -102,8 +103,6 @@ def load_hf_tokenizer(source: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # network and file errors come in many types
-        from bench.backbones import BackboneError
-
         raise BackboneError(
             f"cannot load tokenizer {source!r} ({type(exc).__name__}: {exc}); offline, pass "
             f"a local folder with the tokenizer files, or use {TINY!r}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.runner.storage import open_storage, storage_url, study_name_for
 from bench.runner.suites import Point, SuiteRun
+from bench.tracking import find_runs
 
 
 def unmetric_key(key: str) -> str:
@@ -25,7 +26,6 @@ class TrackedPoint:
 
 def tracked_runs_by_digest(experiment: str) -> dict[str, Any]:
     """Finished training runs of an MLflow experiment, by spec digest (newest wins)."""
-    from bench.tracking import find_runs
 
     runs = find_runs(experiment, "attributes.status = 'FINISHED'")
     out: dict[str, Any] = {}
@@ -72,7 +72,6 @@ def study_points(run: SuiteRun) -> tuple[list[dict[str, Any]], Any, str]:
 def trial_records(run: SuiteRun) -> list[dict[str, Any]]:
     """One record per tracked trial run of a study suite (trial, value, seed, state,
     final metrics, MLflow run id)."""
-    from bench.tracking import find_runs
 
     spec = run.suite.study
     assert spec is not None

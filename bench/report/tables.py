@@ -18,6 +18,7 @@ from bench.formats import get_format
 from bench.report.collect import TrackedPoint
 from bench.runner.paths import PUBLISHED_FILE
 from bench.runner.suites import SuiteRun
+from methods import get_method_class, list_methods
 
 # ----------------------------------------------------------------------------- aggregation
 
@@ -151,7 +152,6 @@ def synthetic_note(run: SuiteRun) -> str:
 
 
 def paper_names() -> dict[str, str]:
-    from methods import get_method_class, list_methods
 
     return {m: get_method_class(m).paper_name or m for m in list_methods()}
 

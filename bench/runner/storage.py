@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import CirbenchError
+from bench.core.locks import exclusive
 from bench.core.paths import home
 from bench.runner.suites import SuiteRun
 
@@ -90,7 +91,6 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
         finally:
             engine.dispose()
         return
-    from bench.core.locks import exclusive
 
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))

@@ -76,9 +76,8 @@ def modifiers() -> list[Modifier]:
     """Every registered modifier (the package's modules imported on the first call)."""
     global _DISCOVERED
     if not _DISCOVERED:
-        import bench.spn
-
-        for info in pkgutil.walk_packages(bench.spn.__path__, "bench.spn."):
+        package = Path(__file__).parent  # bench/spn (this module's package, not imported)
+        for info in pkgutil.walk_packages([str(package)], "bench.spn."):
             importlib.import_module(info.name)
         _DISCOVERED = True
     return list(_REGISTRY.values())

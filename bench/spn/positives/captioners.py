@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from bench import synthetic
 from bench.core.errors import CirbenchError, DataFormatError
+from bench.core.hashing import digest
 
 #: The paper's prompts (SPN4CIR ``zscir/captioner_llava.py``).
 PAPER_PROMPT_CATEGORY = "please briefly describe the {category} in {k} words"
@@ -388,7 +389,6 @@ class FileCaptioner(Captioner):
         self.key = key
         self.field = field
         self.captions = read_caption_file(self.path, key=key, field=field)
-        from bench.core.hashing import digest
 
         self._digest = digest(sorted(self.captions.items()))
 
@@ -470,7 +470,6 @@ class HFCaptioner(Captioner):
         fingerprint = None
         if model.is_dir():  # a local folder: its weights identify it, not its path
             files = sorted(model.glob("*.safetensors")) + sorted(model.glob("*.bin"))
-            from bench.core.hashing import digest
 
             fingerprint = digest([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
         return {

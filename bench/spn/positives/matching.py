@@ -26,7 +26,9 @@ from tqdm import tqdm
 
 from bench.core.arrays import ArrayCache
 from bench.core.hashing import digest, image_list_digest
+from bench.core.runtime import autocast
 from bench.images.pixels import load_pixels
+from bench.images.transforms import to_model_input
 
 EMBED_CHUNK = 4096  # images preprocessed (and their pixels cached) at a time
 
@@ -56,8 +58,6 @@ def embed_images(
     Images go through the backbone's own preprocessing (``load_pixels``, itself cached)
     and ``model.encode_image``; the entry is keyed by :func:`embedding_key`.
     """
-    from bench.core.runtime import autocast
-    from bench.images.transforms import to_model_input
 
     names = list(names)
     model = backbone.model  # type: ignore[attr-defined]
