@@ -1,3 +1,3 @@
 """cirbench: reference toolkit for composed image retrieval ablations."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from bench.backbones import Backbone
+from bench.config import Strict
 from bench.core.hashing import tensor_fingerprint
 
 #: Parameter groups whose outputs depend on images only (the reference and target encoders).
@@ -67,10 +67,8 @@ class Phase:
         return not any(method.group_side(g) == IMAGE_SIDE for g in self.trains)
 
 
-class MethodParams(BaseModel):
+class MethodParams(Strict):
     """Base of a method's hyperparameters (validated from ``method.params`` of a spec)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class CIRMethod(nn.Module, ABC):

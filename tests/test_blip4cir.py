@@ -324,7 +324,7 @@ def test_wrong_backbones_are_clear_errors(tmp_path):
 
 
 def test_pretraining_interface_matches_bench_pretrain():
-    """bench/pretrain.py trains ``encode_image`` / ``encode_text`` / ``logit_scale``."""
+    """bench/backbones/pretrain.py trains ``encode_image`` / ``encode_text`` / ``logit_scale``."""
     backbone = load_backbone("hf-blip:tiny", "random")
     model, tokens = backbone.model, backbone.tokenize(TEXTS)
     image_f = F.normalize(model.encode_image(images(4)), dim=-1)

@@ -231,3 +231,16 @@ def test_cuda_smoke_script_runs_on_the_cpu(tmp_path):
     assert record["device"] == "cpu" and record["bank_rows"] == 500
     for key in ("finetune_off_samples_s", "finetune_bf16_samples_s", "bank_bf16_samples_s"):
         assert record[key] > 0, key
+
+
+def test_run_folders_of_an_older_spec_schema_are_named_once(tmp_path, capsys):
+    from bench.train import engine
+
+    (tmp_path / "old-1234").mkdir()
+    (tmp_path / "old-1234" / "spec.yaml").write_text("name: old\nspn: {zero_shot: false}\n")
+    (tmp_path / "new-5678").mkdir()
+    (tmp_path / "new-5678" / "spec.yaml").write_text("name: new\nspn: {control: false}\n")
+    engine.note_old_runs(tmp_path)
+    engine.note_old_runs(tmp_path)
+    err = capsys.readouterr().err
+    assert err.count("holds 1 run folders of an older spec schema") == 1

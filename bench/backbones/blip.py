@@ -31,7 +31,7 @@ Weights (``pretrained``):
 
 ``BlipCIRModel`` also has ``encode_image`` / ``encode_text`` / ``logit_scale`` (BLIP's
 image-text contrastive head), so ``backbone.pretrained: synthetic`` pre-trains it on the
-synthetic world with ``bench/pretrain.py`` like the synthetic CLIP (BLIP's ITC objective;
+synthetic world with ``bench/backbones/pretrain.py`` like the synthetic CLIP (BLIP's ITC objective;
 the cross-attention layers are left to the CIR training).
 """
 
@@ -117,7 +117,7 @@ class BlipCIRModel(nn.Module):
         )
         return self.text_proj(out.last_hidden_state[:, 0, :])
 
-    # CLIP-style interface of bench/pretrain.py (BLIP's image-text contrastive head)
+    # CLIP-style interface of bench/backbones/pretrain.py (BLIP's image-text contrastive head)
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_embedding(self.image_tokens(images))
 

@@ -13,7 +13,6 @@ the attention mask is ``ids != pad_id``.
 
 from __future__ import annotations
 
-import os
 import string
 from dataclasses import dataclass
 from functools import cache
@@ -23,6 +22,7 @@ import torch
 
 from bench import synthetic as syn
 from bench.backbones.base import BackboneError
+from bench.core.atomic import write_text_atomic
 from bench.core.paths import cache_dir
 from bench.spn.positives import templates
 
@@ -85,9 +85,7 @@ def _tiny_tokenizer() -> Any:
     vocab = folder / "vocab.txt"
     if not vocab.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"vocab.txt.{os.getpid()}.tmp"
-        partial.write_text(text)
-        os.replace(partial, vocab)
+        write_text_atomic(vocab, text)
     tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     return tokenizer

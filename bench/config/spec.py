@@ -23,6 +23,10 @@ from bench.formats import get_format
 
 #: ``dataset.root`` value that selects the embedded synthetic benchmark.
 SYNTHETIC = "synthetic"
+#: Version of the spec schema (what a spec digest is a hash of). 2: the typed SPN block
+#: (spn.positives is a PositivesSpec, spn.control names P-control); run folders of
+#: schema 1 have other digests and are not reused.
+SPEC_SCHEMA = 2
 
 
 class DatasetSpec(Strict):

@@ -13,7 +13,7 @@ Which composition a block names is :func:`bench.spn.compositions.composition_of`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -37,6 +37,9 @@ class MatchingBackbone(Strict):
 
 class PositivesSpec(Strict):
     """Everything that determines a generated set (see :mod:`bench.spn.positives.pipeline`)."""
+
+    #: The modifier this block switches on (its letter in composition names).
+    LETTER: ClassVar[str] = "P"
 
     name: str = Field(default="generated", description="files: cap.extend_<name>...")
     captioner: Literal["oracle", "file", "hf"] = "oracle"
@@ -90,6 +93,8 @@ class PositivesTrainSpec(Strict):
 class NegativesSpec(Strict):
     """Negative scaling (N): stage 2 against a static bank; unset fields take the method's
     paper defaults (``CIRMethod.spn_defaults``)."""
+
+    LETTER: ClassVar[str] = "N"
 
     epochs: int | None = Field(default=None, ge=0)
     batch_size: int | None = Field(default=None, gt=0)

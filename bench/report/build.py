@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.core.atomic import write_text_atomic
 from bench.core.errors import CirbenchError
 from bench.report.collect import collect_points, study_points
 from bench.report.plots import axis_plot, bank_size_plot, bars_plot
@@ -153,6 +154,4 @@ def write_top_index(out: Path) -> None:
         if index.is_file():
             title = index.read_text().splitlines()[0].lstrip("# ").strip()
             lines.append(f"- [{folder.name}]({folder.name}/index.md): {title}")
-    tmp = out / f".index.md.tmp-{os.getpid()}"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out / "index.md")
+    write_text_atomic(out / "index.md", "\n".join(lines) + "\n")

@@ -114,18 +114,32 @@ class _SPNBlock(Protocol):
     control: bool
 
 
+def modifier_letters(spn: _SPNBlock) -> list[str]:
+    """The letters of the modifier blocks a ``spn`` block sets, in field order (a block
+    class names its modifier with a ``LETTER`` class attribute: P, N, ...)."""
+    fields = getattr(type(spn), "model_fields", {})
+    blocks = [getattr(spn, name) for name in fields]
+    return [b.LETTER for b in blocks if b is not None and hasattr(b, "LETTER")]
+
+
 def composition_of(spn: _SPNBlock) -> Composition:
-    """The composition a spec's ``spn`` block names (see the module docstring)."""
-    negatives = spn.negatives is not None
+    """The composition a spec's ``spn`` block names (see the module docstring); a
+    combination with no name in :data:`COMPOSITIONS` (a new modifier's) is named by its
+    letters joined with ``+``."""
+    letters = modifier_letters(spn)
     if spn.zero_shot:
         ood = spn.positives is not None and spn.positives.pool != "train"
-        name = ("ZS-ood" if ood else "ZS") + ("+N" if negatives else "")
+        rest = [x for x in letters if x != "P"]
+        name = "+".join(["ZS-ood" if ood else "ZS", *rest])
     elif spn.control:
-        name = "P-control"
+        name = "+".join(["P-control", *letters])
     else:
-        parts = [p for p, on in (("P", spn.positives is not None), ("N", negatives)) if on]
-        name = "+".join(parts) or "none"
-    return COMPOSITIONS[name]
+        name = "+".join(letters) or "none"
+    if name in COMPOSITIONS:
+        return COMPOSITIONS[name]
+    return Composition(
+        name, f"modifiers {name}", positives="P" in letters, negatives="N" in letters
+    )
 
 
 def modifier_blocks(

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm import tqdm
 
 from bench.config import ExperimentSpec
+from bench.config.spec import SPEC_SCHEMA
 from bench.core import distributed
 from bench.core.atomic import write_json_atomic, write_text_atomic
 from bench.core.checkpoints import (
@@ -112,6 +115,8 @@ def train(
     run_dir = run_dir_for(spec)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     distributed.init(select_device(spec.device).type)
+    if distributed.is_main():
+        note_old_runs(run_dir.parent)
     options.progress = progress and distributed.is_main()
     # one process at a time per run folder: parallel suite workers that share a stage 1
     # wait for it instead of training it twice (under torchrun rank 0 holds the lock for
@@ -120,6 +125,31 @@ def train(
     with exclusive(lock) if distributed.is_main() else contextlib.nullcontext():
         distributed.barrier()
         return _train_locked(spec, run_dir, options)
+
+
+_noted: set[Path] = set()
+
+
+def note_old_runs(runs: Path) -> None:
+    """Once per process and runs folder: say how many run folders there hold a spec of an
+    older schema (before ``SPEC_SCHEMA`` 2 a spec had no ``spn.control``); their digests
+    differ from today's specs', so they are never reused."""
+    if runs in _noted:
+        return
+    _noted.add(runs)
+    old = 0
+    for spec_file in runs.glob("*/spec.yaml"):
+        try:
+            spn = (yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}).get("spn") or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        old += "control" not in spn
+    if old:
+        print(
+            f"cirbench: {runs} holds {old} run folders of an older spec schema (before "
+            f"schema {SPEC_SCHEMA}); they are not reused: delete them to reclaim the space",
+            file=sys.stderr,
+        )
 
 
 def _finished_or_fresh(run_dir: Path, options: TrainOptions) -> TrainResult | None:
@@ -221,7 +251,7 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
     ) as run:
         state.mlflow_run_id = run.run_id
         if run.run_id:
-            (run_dir / "mlflow_run_id").write_text(run.run_id)
+            write_text_atomic(run_dir / "mlflow_run_id", run.run_id)
         _train_phases(session, state, start.checkpoint, run, run_dir, options)
         seconds = time.perf_counter() - began
         final = dict(state.best_metrics)
