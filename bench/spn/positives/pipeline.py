@@ -9,7 +9,7 @@ FashionIQ category, one for CIRR and CIRCO):
    categories are matched within their category). CIRCO has no training split, so its
    generated sets are out-of-domain only; its ``pool: pool`` is the pool's one-object
    (FashionIQ-style) images of every category, the kind of image the synthetic CIRCO
-   gallery holds;
+   gallery holds (:mod:`~bench.spn.positives.pool`);
 2. ``embeddings`` of every pool image with the matching backbone (feature cache, keyed by
    weights + image list + preprocessing);
 3. ``dedup`` (optional): near-duplicates removed (cosine similarity > threshold);
@@ -19,7 +19,8 @@ FashionIQ category, one for CIRR and CIRCO):
 6. ``compose``: the optional cap ``K`` on the total, then one template per triplet;
 7. ``write``: the dataset's own caption-file format next to the official files (CIRCO,
    evaluation-only: CIRR caption records next to its annotations), with a provenance
-   record (skipped when the files of the same build are already there).
+   record (:mod:`~bench.spn.positives.provenance`; skipped when the files of the same
+   build are already there).
 
 The paper's order is de-duplicate, caption, match (SPN4CIR README: "0. Image
 De-Duplicate", "1. Caption Generation", "2. Image Pair Match"); captioning after dedup
@@ -57,9 +58,8 @@ from bench.spn.positives.captioners import Captioner, make_captioner
 from bench.spn.positives.dedup import DedupResult, deduplicate
 from bench.spn.positives.matching import cap_total, embed_images, embedding_key, match_pairs
 from bench.spn.positives.pool import PoolGroup, resolve_pool
+from bench.spn.positives.provenance import GENERATOR, provenance_record
 from bench.spn.positives.templates import TemplateComposer
-
-GENERATOR = "cirbench.bench.spn.positives"
 
 
 @dataclass
@@ -426,66 +426,21 @@ class PositivesBuild:
     def _provenance(
         self, build_key: str, triplets: list[GeneratedTriplet], groups: list[PoolGroup]
     ) -> dict[str, Any]:
-        spec = self.spec
-        counts = {}
-        for group in groups:
-            result = self.dedup()[group.category]
-            pairs = self.pairs()[group.category][1]
-            counts[str(group.category)] = {
-                "pool_images": len(group.names),
-                "kept_images": len(result.kept),
-                "duplicates_removed": len(result.removed),
-                "references": len(np.unique(pairs[:, 0])) if len(pairs) else 0,
-                "pairs": len(pairs),
-                "triplets": sum(1 for t in triplets if t.category == group.category),
-            }
-        backbone = None
-        if self.needs_embeddings:
-            bb = self.backbone
-            backbone = {
-                "arch": bb.arch,
-                "pretrained": spec.backbone.pretrained if self._given_backbone is None else None,
-                "weights": bb.weights,
-                "preprocessing": bb.transform.describe(),
-            }
-        pool: dict[str, Any] = {"kind": spec.pool if spec.pool in ("train", "pool") else "folder"}
-        if spec.pool == "pool":
-            pool["path"] = str(self.root.resolve().parent / "pool")
-        elif spec.pool != "train":
-            pool["path"] = str(Path(spec.pool).expanduser().resolve())
-        else:
-            pool["path"] = str(self.root.resolve())
-        layout = (
-            f"CIRR caption records next to the {self.fmt.title} annotations: training data "
-            f"for a zero-shot run evaluated on {self.fmt.title} (it has no training split)"
-            if self.fmt.train_split is None
-            else f"the official {self.format} caption format"
+        return provenance_record(
+            build_key=build_key,
+            format=self.format,
+            fmt=self.fmt,
+            root=self.root,
+            spec=self.spec,
+            groups=groups,
+            dedup=self.dedup(),
+            pairs={category: pairs for category, (_, pairs) in self.pairs().items()},
+            triplets=triplets,
+            total_pairs=self.total_pairs,
+            captioner=self.captioner.describe(),
+            backbone=self.backbone if self.needs_embeddings else None,
+            backbone_given=self._given_backbone is not None,
         )
-        return {
-            "generator": GENERATOR,
-            "build_key": build_key,
-            "layout": layout,
-            "spec": spec.model_dump(mode="json"),
-            "captioner": self.captioner.describe(),
-            "backbone": backbone,
-            "matching": {
-                "mode": spec.mode,
-                "rank_lo": spec.rank_lo if spec.mode == "window" else None,
-                "rank_hi": spec.rank_hi if spec.mode == "window" else None,
-                "k": spec.k,
-                "K": spec.K,
-                "only_train_references": spec.only_train_references,
-            },
-            "dedup_threshold": spec.dedup_threshold,
-            "templates": list(spec.templates),
-            "seed": spec.seed,
-            "pool": pool,
-            "counts": {
-                "groups": counts,
-                "pairs_before_cap": self.total_pairs,
-                "triplets": len(triplets),
-            },
-        }
 
 
 def build_positives(
