@@ -1,7 +1,7 @@
 """``cirbench positives caption|dedup|match|build``: the pipeline's steps from the shell.
 
 Every subcommand reads a positives spec (``--spec`` YAML: the fields of
-:class:`~bench.spn.positives.pipeline.PositivesSpec`, or an experiment spec whose
+:class:`~bench.config.PositivesSpec`, or an experiment spec whose
 ``spn.positives`` holds them; ``--set key=value`` overrides, dotted keys reach nested
 options: ``--set captioner_options.noise=0.1``), runs the pipeline up to its step through
 the same caches as ``build``, and writes that step's result:

@@ -109,39 +109,8 @@ class ArrayCache:
         start = time.perf_counter()
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         tmps = [temporary_path(p) for p in paths]
-        arrays: list[np.memmap] = []
-        offset = 0
         try:
-            for blocks in fill():
-                if len(blocks) != len(keys):
-                    raise ValueError(f"fill() gave {len(blocks)} blocks for {len(keys)} keys")
-                if not arrays:
-                    for tmp, block in zip(tmps, blocks, strict=True):
-                        arrays.append(
-                            np.lib.format.open_memmap(
-                                tmp,
-                                mode="w+",
-                                dtype=np.dtype(dtype or block.dtype),
-                                shape=(rows, *block.shape[1:]),
-                            )
-                        )
-                n = len(blocks[0])
-                for key, array, block in zip(keys, arrays, blocks, strict=True):
-                    if len(block) != n or block.shape[1:] != array.shape[1:]:
-                        raise ValueError(
-                            f"{kind}/{key}: block of shape {block.shape} does not fit rows "
-                            f"{offset}..{offset + n} of an array of shape {array.shape}"
-                        )
-                    _check_range(block, array.dtype, f"{kind}/{key}")
-                    array[offset : offset + n] = block
-                offset += n
-            if not arrays:
-                raise ValueError(f"{kind}/{keys[0]}: fill() gave no rows")
-            if offset != rows:
-                raise ValueError(f"{kind}/{keys[0]}: fill() gave {offset} rows, expected {rows}")
-            for array in arrays:
-                array.flush()
-            del arrays[:], array
+            _write_blocks(kind, keys, tmps, fill(), rows, dtype)
             seconds = time.perf_counter() - start
             for path, tmp, sidecar in zip(paths, tmps, sidecars, strict=True):
                 os.replace(tmp, path)
@@ -149,13 +118,59 @@ class ArrayCache:
                 record = {**meta, "seconds": seconds / len(keys), "shape": shape}
                 write_json_atomic(sidecar, record, indent=None)
         finally:
-            del arrays[:]
             for tmp in tmps:
                 tmp.unlink(missing_ok=True)
         self.stats.misses += len(keys)
         self.stats.seconds_computing += seconds
         self.stats.events.extend({"kind": kind, "key": key, "hit": False} for key in keys)
         return [np.load(path, mmap_mode=mmap_mode) for path in paths]
+
+
+def _write_blocks(
+    kind: str,
+    keys: Sequence[str],
+    tmps: Sequence[Path],
+    blocks_of: Iterable[Sequence[np.ndarray]],
+    rows: int,
+    dtype: str | np.dtype | None,
+) -> None:
+    """Write the blocks of :meth:`ArrayCache.get_or_fill` (one per key each time, in row
+    order) into new memory-mapped ``.npy`` files ``tmps``, checking shapes, row count and
+    range; the files are flushed and their maps released on return."""
+    arrays: list[np.memmap] = []
+    offset = 0
+    try:
+        for blocks in blocks_of:
+            if len(blocks) != len(keys):
+                raise ValueError(f"fill() gave {len(blocks)} blocks for {len(keys)} keys")
+            if not arrays:
+                for tmp, block in zip(tmps, blocks, strict=True):
+                    arrays.append(
+                        np.lib.format.open_memmap(
+                            tmp,
+                            mode="w+",
+                            dtype=np.dtype(dtype or block.dtype),
+                            shape=(rows, *block.shape[1:]),
+                        )
+                    )
+            n = len(blocks[0])
+            for key, array, block in zip(keys, arrays, blocks, strict=True):
+                if len(block) != n or block.shape[1:] != array.shape[1:]:
+                    raise ValueError(
+                        f"{kind}/{key}: block of shape {block.shape} does not fit rows "
+                        f"{offset}..{offset + n} of an array of shape {array.shape}"
+                    )
+                _check_range(block, array.dtype, f"{kind}/{key}")
+                array[offset : offset + n] = block
+            offset += n
+        if not arrays:
+            raise ValueError(f"{kind}/{keys[0]}: fill() gave no rows")
+        if offset != rows:
+            raise ValueError(f"{kind}/{keys[0]}: fill() gave {offset} rows, expected {rows}")
+        for array in arrays:
+            array.flush()
+    finally:
+        del arrays[:]
 
 
 def _check_range(block: np.ndarray, dtype: np.dtype, name: str) -> None:

@@ -224,6 +224,180 @@ def _image_id(log: FindingLog, path: Path, index: int, value: Any, field: str) -
     return value
 
 
+class _QueryChecker:
+    """The per-record checks of one CIRCO annotation file, and what they count over it.
+
+    ``known``: the gallery names to check images against (None: not checked); ``indexed``:
+    they come from the image index (an unknown image is then an error of its record, else
+    an image missing from the folder, reported once by :meth:`summarize`).
+    """
+
+    def __init__(
+        self,
+        log: FindingLog,
+        path: Path,
+        split: str,
+        known: set[str] | None,
+        indexed: bool,
+        missing_images: set[str],
+    ) -> None:
+        self.log = log
+        self.path = path
+        self.needs_targets = split not in NO_TARGET_SPLITS
+        self.known = known
+        self.indexed = indexed
+        self.missing_images = missing_images
+        self.seen_ids: set[int] = set()
+        self.target_not_first = self.reference_in_gts = 0
+        self.id_not_position = self.empty_captions = 0
+        self.not_on_disk: dict[int, list[str]] = {}  # record -> names absent from the folder
+        self.skipped_for_images = 0
+
+    def check(self, index: int, record: dict[str, Any]) -> Query | None:
+        """The query of one record, or None after logging why it is skipped."""
+        log, path, needs_targets = self.log, self.path, self.needs_targets
+        ok = check_field(log, path, index, record, "id", int)
+        ok &= check_field(log, path, index, record, "reference_img_id", int)
+        ok &= check_field(log, path, index, record, "relative_caption", str)
+        ok &= check_field(log, path, index, record, "shared_concept", str)
+        ok &= check_field(log, path, index, record, "target_img_id", int, required=needs_targets)
+        ok &= check_field(log, path, index, record, "gt_img_ids", list, required=needs_targets)
+        ok &= check_field(log, path, index, record, "semantic_aspects", list, required=False)
+        if not ok:
+            return None
+        qid = record["id"]
+        if qid in self.seen_ids:
+            log.error(path, f"duplicate query id {qid}", record=index, field="id")
+            return None
+        reference = _image_id(log, path, index, record["reference_img_id"], "reference_img_id")
+        if reference is None:
+            return None
+        target: int | None = None
+        gts: list[int] = []
+        if "target_img_id" in record or "gt_img_ids" in record:
+            checked = self._targets(index, record, reference)
+            if checked is None:
+                return None
+            target, gts = checked
+        aspects = record.get("semantic_aspects", [])
+        if not all(isinstance(a, str) for a in aspects):
+            log.error(path, "expected a list of strings", record=index, field="semantic_aspects")
+            return None
+        names = [("reference_img_id", image_name(reference))]
+        if target is not None:
+            names.append(("target_img_id", image_name(target)))
+            names += [("gt_img_ids", image_name(g)) for g in gts]
+        if self.known is not None:
+            absent_names = [(f, n) for f, n in names if n not in self.known]
+            if absent_names and self.indexed:
+                field, name = absent_names[0]
+                log.error(path, f"image {name} is not in {IMAGE_INFO}", record=index, field=field)
+                return None
+            if absent_names:
+                self.not_on_disk[index] = sorted({n for _, n in absent_names}, key=int)
+                return None
+        if {n for _, n in names} & self.missing_images:
+            self.skipped_for_images += 1
+            return None
+        self.seen_ids.add(qid)
+        self.id_not_position += qid != index
+        self.empty_captions += not record["relative_caption"].strip()
+        return Query(
+            query_id=str(qid),
+            index=index,
+            reference=image_name(reference),
+            target=image_name(target) if target is not None else None,
+            captions=(record["relative_caption"],),
+            targets=tuple(image_name(g) for g in gts),
+        )
+
+    def _targets(
+        self, index: int, record: dict[str, Any], reference: int
+    ) -> tuple[int, list[int]] | None:
+        """(target, ground truths) of a record that has them, or None after logging why not."""
+        log, path = self.log, self.path
+        if not ("target_img_id" in record and "gt_img_ids" in record):
+            absent = "gt_img_ids" if "target_img_id" in record else "target_img_id"
+            log.error(path, "missing field (needed with its pair)", record=index, field=absent)
+            return None
+        target = _image_id(log, path, index, record["target_img_id"], "target_img_id")
+        if target is None:
+            return None
+        raw = record["gt_img_ids"]
+        ids = [_image_id(log, path, index, g, "gt_img_ids") for g in raw]
+        if any(g is None for g in ids):
+            return None
+        gts = [g for g in ids if g is not None]
+        if not gts:
+            log.error(path, "empty list of ground truths", record=index, field="gt_img_ids")
+            return None
+        if len(set(gts)) != len(gts):
+            dups = sorted({g for g in gts if gts.count(g) > 1})
+            log.error(
+                path,
+                f"repeated ground truth ids {dups[:EXAMPLES_SHOWN]}",
+                record=index,
+                field="gt_img_ids",
+            )
+            return None
+        if target not in gts:
+            log.error(
+                path,
+                f"target_img_id {target} is not among the gt_img_ids",
+                record=index,
+                field="gt_img_ids",
+            )
+            return None
+        self.target_not_first += gts[0] != target
+        self.reference_in_gts += reference in gts
+        return target, gts
+
+    def summarize(self, image_dir: Path) -> None:
+        """Log what the checks counted over the file (the images missing from ``image_dir``
+        once, the kept quirks and the skipped queries as warnings)."""
+        log, path = self.log, self.path
+        if self.not_on_disk:
+            not_on_disk = self.not_on_disk
+            absent = sorted({n for names in not_on_disk.values() for n in names}, key=int)
+            shown = ", ".join(image_file_name(int(n)) for n in absent[:EXAMPLES_SHOWN])
+            more = (
+                f" and {len(absent) - EXAMPLES_SHOWN} more" if len(absent) > EXAMPLES_SHOWN else ""
+            )
+            log.error(
+                path,
+                f"{len(absent)} images used by {len(not_on_disk)} queries are missing from "
+                f"{image_dir} (e.g. {shown}{more}); those queries are skipped",
+                count=len(absent),
+            )
+        for count, message, field in (
+            (
+                self.target_not_first,
+                "queries whose target_img_id is not the first gt (kept)",
+                "gt_img_ids",
+            ),
+            (
+                self.reference_in_gts,
+                "queries whose reference is among its gts (kept)",
+                "gt_img_ids",
+            ),
+            (
+                self.id_not_position,
+                "queries whose id differs from their position (the official evaluation looks "
+                "queries up by position; kept)",
+                "id",
+            ),
+            (self.empty_captions, "empty relative captions (kept)", "relative_caption"),
+        ):
+            if count:
+                log.warning(path, f"{count} {message}", field=field, count=count)
+        if self.skipped_for_images:
+            log.warning(
+                path,
+                f"{self.skipped_for_images} queries skipped: an image they use is missing on disk",
+                count=self.skipped_for_images,
+            )
+
+
 def _read_queries(
     log: FindingLog,
     path: Path,
@@ -233,128 +407,13 @@ def _read_queries(
     missing_images: set[str],
     image_dir: Path,
 ) -> list[Query]:
-    needs_targets = split not in NO_TARGET_SPLITS
+    checker = _QueryChecker(log, path, split, known, indexed, missing_images)
     queries: list[Query] = []
-    seen_ids: set[int] = set()
-    target_not_first = reference_in_gts = id_not_position = empty_captions = 0
-    not_on_disk: dict[int, list[str]] = {}  # record -> names absent from the image folder
-    skipped_for_images = 0
     for index, record in iter_records(log, path):
-        ok = check_field(log, path, index, record, "id", int)
-        ok &= check_field(log, path, index, record, "reference_img_id", int)
-        ok &= check_field(log, path, index, record, "relative_caption", str)
-        ok &= check_field(log, path, index, record, "shared_concept", str)
-        ok &= check_field(log, path, index, record, "target_img_id", int, required=needs_targets)
-        ok &= check_field(log, path, index, record, "gt_img_ids", list, required=needs_targets)
-        ok &= check_field(log, path, index, record, "semantic_aspects", list, required=False)
-        if not ok:
-            continue
-        qid = record["id"]
-        if qid in seen_ids:
-            log.error(path, f"duplicate query id {qid}", record=index, field="id")
-            continue
-        reference = _image_id(log, path, index, record["reference_img_id"], "reference_img_id")
-        if reference is None:
-            continue
-        target: int | None = None
-        gts: list[int] = []
-        if "target_img_id" in record or "gt_img_ids" in record:
-            if not ("target_img_id" in record and "gt_img_ids" in record):
-                absent = "gt_img_ids" if "target_img_id" in record else "target_img_id"
-                log.error(path, "missing field (needed with its pair)", record=index, field=absent)
-                continue
-            target = _image_id(log, path, index, record["target_img_id"], "target_img_id")
-            if target is None:
-                continue
-            raw = record["gt_img_ids"]
-            ids = [_image_id(log, path, index, g, "gt_img_ids") for g in raw]
-            if any(g is None for g in ids):
-                continue
-            gts = [g for g in ids if g is not None]
-            if not gts:
-                log.error(path, "empty list of ground truths", record=index, field="gt_img_ids")
-                continue
-            if len(set(gts)) != len(gts):
-                dups = sorted({g for g in gts if gts.count(g) > 1})
-                log.error(
-                    path,
-                    f"repeated ground truth ids {dups[:EXAMPLES_SHOWN]}",
-                    record=index,
-                    field="gt_img_ids",
-                )
-                continue
-            if target not in gts:
-                log.error(
-                    path,
-                    f"target_img_id {target} is not among the gt_img_ids",
-                    record=index,
-                    field="gt_img_ids",
-                )
-                continue
-            target_not_first += gts[0] != target
-            reference_in_gts += reference in gts
-        aspects = record.get("semantic_aspects", [])
-        if not all(isinstance(a, str) for a in aspects):
-            log.error(path, "expected a list of strings", record=index, field="semantic_aspects")
-            continue
-        names = [("reference_img_id", image_name(reference))]
-        if target is not None:
-            names.append(("target_img_id", image_name(target)))
-            names += [("gt_img_ids", image_name(g)) for g in gts]
-        if known is not None:
-            absent_names = [(f, n) for f, n in names if n not in known]
-            if absent_names and indexed:
-                field, name = absent_names[0]
-                log.error(path, f"image {name} is not in {IMAGE_INFO}", record=index, field=field)
-                continue
-            if absent_names:
-                not_on_disk[index] = sorted({n for _, n in absent_names}, key=int)
-                continue
-        if {n for _, n in names} & missing_images:
-            skipped_for_images += 1
-            continue
-        seen_ids.add(qid)
-        id_not_position += qid != index
-        empty_captions += not record["relative_caption"].strip()
-        queries.append(
-            Query(
-                query_id=str(qid),
-                index=index,
-                reference=image_name(reference),
-                target=image_name(target) if target is not None else None,
-                captions=(record["relative_caption"],),
-                targets=tuple(image_name(g) for g in gts),
-            )
-        )
-    if not_on_disk:
-        absent = sorted({n for names in not_on_disk.values() for n in names}, key=int)
-        shown = ", ".join(image_file_name(int(n)) for n in absent[:EXAMPLES_SHOWN])
-        more = f" and {len(absent) - EXAMPLES_SHOWN} more" if len(absent) > EXAMPLES_SHOWN else ""
-        log.error(
-            path,
-            f"{len(absent)} images used by {len(not_on_disk)} queries are missing from "
-            f"{image_dir} (e.g. {shown}{more}); those queries are skipped",
-            count=len(absent),
-        )
-    for count, message, field in (
-        (target_not_first, "queries whose target_img_id is not the first gt (kept)", "gt_img_ids"),
-        (reference_in_gts, "queries whose reference is among its gts (kept)", "gt_img_ids"),
-        (
-            id_not_position,
-            "queries whose id differs from their position (the official evaluation looks "
-            "queries up by position; kept)",
-            "id",
-        ),
-        (empty_captions, "empty relative captions (kept)", "relative_caption"),
-    ):
-        if count:
-            log.warning(path, f"{count} {message}", field=field, count=count)
-    if skipped_for_images:
-        log.warning(
-            path,
-            f"{skipped_for_images} queries skipped: an image they use is missing on disk",
-            count=skipped_for_images,
-        )
+        query = checker.check(index, record)
+        if query is not None:
+            queries.append(query)
+    checker.summarize(image_dir)
     return queries
 
 

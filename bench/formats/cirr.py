@@ -135,20 +135,32 @@ def _read_split_mapping(log: FindingLog, path: Path, image_root: Path) -> dict[s
     return paths
 
 
-def _read_queries(
-    log: FindingLog,
-    path: Path,
-    split: str,
-    has_targets: bool,
-    gallery: set[str],
-    missing_images: set[str],
-) -> list[Query]:
-    split_name = f"split.rc2.{split}.json"
-    queries: list[Query] = []
-    seen_pairids: set[int] = set()
-    soft_disagrees = 0
-    skipped_for_images = 0
-    for index, record in iter_records(log, path):
+class _QueryChecker:
+    """The per-record checks of one CIRR caption file, and what they count over it."""
+
+    def __init__(
+        self,
+        log: FindingLog,
+        path: Path,
+        split: str,
+        has_targets: bool,
+        gallery: set[str],
+        missing_images: set[str],
+    ) -> None:
+        self.log = log
+        self.path = path
+        self.split_name = f"split.rc2.{split}.json"
+        self.has_targets = has_targets
+        self.gallery = gallery
+        self.missing_images = missing_images
+        self.seen_pairids: set[int] = set()
+        self.soft_disagrees = 0
+        self.skipped_for_images = 0
+
+    def _fields_ok(self, index: int, record: dict[str, Any]) -> bool:
+        """Whether the record's fields and its img_set's have their types (logs those that
+        do not; the img_set is checked only when the record's fields are fine)."""
+        log, path, has_targets = self.log, self.path, self.has_targets
         ok = check_field(log, path, index, record, "pairid", int)
         ok &= check_field(log, path, index, record, "reference", str)
         ok &= check_field(log, path, index, record, "caption", str)
@@ -156,7 +168,7 @@ def _read_queries(
         ok &= check_field(log, path, index, record, "target_hard", str, required=has_targets)
         ok &= check_field(log, path, index, record, "target_soft", dict, required=has_targets)
         if not ok:
-            continue
+            return False
         img_set = record["img_set"]
         ok = check_field(log, path, index, img_set, "id", int, field_prefix="img_set.")
         ok &= check_field(log, path, index, img_set, "members", list, field_prefix="img_set.")
@@ -171,24 +183,30 @@ def _read_queries(
             required=has_targets,
             field_prefix="img_set.",
         )
-        if not ok:
-            continue
+        return ok
+
+    def check(self, index: int, record: dict[str, Any]) -> Query | None:
+        """The query of one record, or None after logging why it is skipped."""
+        log, path = self.log, self.path
+        if not self._fields_ok(index, record):
+            return None
         pairid = record["pairid"]
-        if pairid in seen_pairids:
+        if pairid in self.seen_pairids:
             log.error(path, f"duplicate pairid {pairid}", record=index, field="pairid")
-            continue
-        members = img_set["members"]
+            return None
+        members = record["img_set"]["members"]
         if not all(isinstance(m, str) for m in members):
             log.error(path, "expected a list of image names", record=index, field="img_set.members")
-            continue
+            return None
         reference, target = record["reference"], record.get("target_hard")
         names = [("reference", reference), ("target_hard", target)]
         names += [("img_set.members", m) for m in members]
-        absent = [(field, n) for field, n in names if n is not None and n not in gallery]
+        absent = [(field, n) for field, n in names if n is not None and n not in self.gallery]
         if absent:
             field, name = absent[0]
-            log.error(path, f"image {name!r} is not in {split_name}", record=index, field=field)
-            continue
+            message = f"image {name!r} is not in {self.split_name}"
+            log.error(path, message, record=index, field=field)
+            return None
         if reference not in members:
             log.error(
                 path,
@@ -196,44 +214,62 @@ def _read_queries(
                 record=index,
                 field="img_set.members",
             )
-            continue
+            return None
         soft = record.get("target_soft")
         if soft is not None and not all(
             isinstance(k, str) and isinstance(v, int | float) for k, v in soft.items()
         ):
             log.error(path, "expected name -> number", record=index, field="target_soft")
-            continue
+            return None
         if soft is not None and soft.get(target) != 1.0:
-            soft_disagrees += 1
-        if {reference, target, *members} & missing_images:
-            skipped_for_images += 1
-            continue
-        seen_pairids.add(pairid)
-        queries.append(
-            Query(
-                query_id=str(pairid),
-                index=index,
-                reference=reference,
-                target=target,
-                captions=(record["caption"],),
-                group=tuple(members),
-                soft_targets=dict(soft) if soft is not None else None,
+            self.soft_disagrees += 1
+        if {reference, target, *members} & self.missing_images:
+            self.skipped_for_images += 1
+            return None
+        self.seen_pairids.add(pairid)
+        return Query(
+            query_id=str(pairid),
+            index=index,
+            reference=reference,
+            target=target,
+            captions=(record["caption"],),
+            group=tuple(members),
+            soft_targets=dict(soft) if soft is not None else None,
+        )
+
+    def summarize(self) -> None:
+        """Log what the checks counted over the file as warnings."""
+        if self.soft_disagrees:
+            self.log.warning(
+                self.path,
+                f"{self.soft_disagrees} queries whose target_hard is not a soft target of weight "
+                "1.0 (known CIRR quirk; target_hard is scored by default)",
+                field="target_soft",
+                count=self.soft_disagrees,
             )
-        )
-    if soft_disagrees:
-        log.warning(
-            path,
-            f"{soft_disagrees} queries whose target_hard is not a soft target of weight 1.0 "
-            "(known CIRR quirk; target_hard is scored by default)",
-            field="target_soft",
-            count=soft_disagrees,
-        )
-    if skipped_for_images:
-        log.warning(
-            path,
-            f"{skipped_for_images} queries skipped: an image they use is missing on disk",
-            count=skipped_for_images,
-        )
+        if self.skipped_for_images:
+            self.log.warning(
+                self.path,
+                f"{self.skipped_for_images} queries skipped: an image they use is missing on disk",
+                count=self.skipped_for_images,
+            )
+
+
+def _read_queries(
+    log: FindingLog,
+    path: Path,
+    split: str,
+    has_targets: bool,
+    gallery: set[str],
+    missing_images: set[str],
+) -> list[Query]:
+    checker = _QueryChecker(log, path, split, has_targets, gallery, missing_images)
+    queries: list[Query] = []
+    for index, record in iter_records(log, path):
+        query = checker.check(index, record)
+        if query is not None:
+            queries.append(query)
+    checker.summarize()
     return queries
 
 

@@ -9,7 +9,7 @@ FashionIQ category, one for CIRR and CIRCO):
    categories are matched within their category). CIRCO has no training split, so its
    generated sets are out-of-domain only; its ``pool: pool`` is the pool's one-object
    (FashionIQ-style) images of every category, the kind of image the synthetic CIRCO
-   gallery holds;
+   gallery holds (:mod:`~bench.spn.positives.pool`);
 2. ``embeddings`` of every pool image with the matching backbone (feature cache, keyed by
    weights + image list + preprocessing);
 3. ``dedup`` (optional): near-duplicates removed (cosine similarity > threshold);
@@ -19,7 +19,8 @@ FashionIQ category, one for CIRR and CIRCO):
 6. ``compose``: the optional cap ``K`` on the total, then one template per triplet;
 7. ``write``: the dataset's own caption-file format next to the official files (CIRCO,
    evaluation-only: CIRR caption records next to its annotations), with a provenance
-   record (skipped when the files of the same build are already there).
+   record (:mod:`~bench.spn.positives.provenance`; skipped when the files of the same
+   build are already there).
 
 The paper's order is de-duplicate, caption, match (SPN4CIR README: "0. Image
 De-Duplicate", "1. Caption Generation", "2. Image Pair Match"); captioning after dedup
@@ -45,7 +46,7 @@ from bench.core.arrays import ArrayCache
 from bench.core.atomic import write_json_atomic
 from bench.core.hashing import digest, image_list_digest
 from bench.core.paths import cache_dir
-from bench.formats import DatasetFormat, get_format
+from bench.formats import get_format
 from bench.formats.generated import (
     provenance_path,
     read_generated,
@@ -56,20 +57,9 @@ from bench.formats.records import GeneratedTriplet
 from bench.spn.positives.captioners import Captioner, make_captioner
 from bench.spn.positives.dedup import DedupResult, deduplicate
 from bench.spn.positives.matching import cap_total, embed_images, embedding_key, match_pairs
+from bench.spn.positives.pool import PoolGroup, resolve_pool
+from bench.spn.positives.provenance import GENERATOR, provenance_record
 from bench.spn.positives.templates import TemplateComposer
-
-GENERATOR = "cirbench.bench.spn.positives"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-@dataclass
-class PoolGroup:
-    """The pool images of one group (a FashionIQ category, or ``None``)."""
-
-    category: str | None
-    names: list[str]
-    paths: dict[str, Path]
-    train_references: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -86,84 +76,6 @@ class GeneratedSet:
     provenance: dict[str, Any]
     steps: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- pool
-
-
-def _scan_folder(folder: Path) -> dict[str, Path]:
-    """name (file stem) -> path of every image under ``folder``, in path order."""
-    found: dict[str, Path] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        if path.stem in found:
-            raise ValueError(
-                f"{folder}: two images named {path.stem!r}: {found[path.stem]} and {path}"
-            )
-        found[path.stem] = path
-    return found
-
-
-def resolve_pool(root: Path, fmt: DatasetFormat, spec: PositivesSpec) -> list[PoolGroup]:
-    """The pool's groups (see the module docstring for the pool kinds)."""
-    groups: list[PoolGroup] = []
-    if spec.pool == "train" and fmt.train_split is None:
-        raise ValueError(
-            f"pool 'train': {fmt.title} has no training split; build its generated triplets "
-            "from an out-of-domain pool (pool: pool, or a folder of images)"
-        )
-    if spec.pool == "train":
-        for group in fmt.groups(spec.categories):
-            split = fmt.load_split(root, "train", group)
-            refs = {q.reference for q in split.queries}
-            groups.append(PoolGroup(group, list(split.gallery), dict(split.image_paths), refs))
-        return groups
-    if spec.pool == "pool":
-        return _synthetic_pool_groups(root, fmt, spec)
-    folder = Path(spec.pool).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"{folder}: pool folder not found (pool is train, pool or a folder)"
-        )
-    wanted = fmt.groups(spec.categories)
-    by_category = [c for c in wanted if c is not None and (folder / c).is_dir()]
-    if by_category:
-        for category in by_category:
-            found = _scan_folder(folder / category)
-            groups.append(PoolGroup(category, list(found), found))
-    else:
-        found = _scan_folder(folder)
-        groups.append(PoolGroup(None, list(found), found))
-    return groups
-
-
-def _synthetic_pool_groups(root: Path, fmt: DatasetFormat, spec: PositivesSpec) -> list[PoolGroup]:
-    """``pool: pool``: the synthetic benchmark's unlabeled pool beside the dataset, the images
-    of the format's kind (:attr:`~bench.formats.DatasetFormat.synthetic_pool_kind`), one
-    group per category of the format."""
-    pool_dir = Path(root).resolve().parent / "pool"
-    meta_path = pool_dir / "metadata" / "images.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"{meta_path}: pool 'pool' is the synthetic benchmark's unlabeled pool, "
-            f"expected beside the dataset at {pool_dir}"
-        )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    groups = []
-    for category in fmt.groups(spec.categories):
-        names = sorted(
-            n
-            for n, info in meta.items()
-            if info.get("dataset") == fmt.synthetic_pool_kind
-            and (category is None or info.get("category") == category)
-        )
-        paths = {n: pool_dir / "images" / f"{n}.png" for n in names}
-        missing = [n for n in names if not paths[n].is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{pool_dir / 'images'}: {len(missing)} pool images missing, e.g. {missing[:3]}"
-            )
-        groups.append(PoolGroup(category, names, paths))
-    return groups
 
 
 # --------------------------------------------------------------------------- the build
@@ -514,66 +426,21 @@ class PositivesBuild:
     def _provenance(
         self, build_key: str, triplets: list[GeneratedTriplet], groups: list[PoolGroup]
     ) -> dict[str, Any]:
-        spec = self.spec
-        counts = {}
-        for group in groups:
-            result = self.dedup()[group.category]
-            pairs = self.pairs()[group.category][1]
-            counts[str(group.category)] = {
-                "pool_images": len(group.names),
-                "kept_images": len(result.kept),
-                "duplicates_removed": len(result.removed),
-                "references": len(np.unique(pairs[:, 0])) if len(pairs) else 0,
-                "pairs": len(pairs),
-                "triplets": sum(1 for t in triplets if t.category == group.category),
-            }
-        backbone = None
-        if self.needs_embeddings:
-            bb = self.backbone
-            backbone = {
-                "arch": bb.arch,
-                "pretrained": spec.backbone.pretrained if self._given_backbone is None else None,
-                "weights": bb.weights,
-                "preprocessing": bb.transform.describe(),
-            }
-        pool: dict[str, Any] = {"kind": spec.pool if spec.pool in ("train", "pool") else "folder"}
-        if spec.pool == "pool":
-            pool["path"] = str(self.root.resolve().parent / "pool")
-        elif spec.pool != "train":
-            pool["path"] = str(Path(spec.pool).expanduser().resolve())
-        else:
-            pool["path"] = str(self.root.resolve())
-        layout = (
-            f"CIRR caption records next to the {self.fmt.title} annotations: training data "
-            f"for a zero-shot run evaluated on {self.fmt.title} (it has no training split)"
-            if self.fmt.train_split is None
-            else f"the official {self.format} caption format"
+        return provenance_record(
+            build_key=build_key,
+            format=self.format,
+            fmt=self.fmt,
+            root=self.root,
+            spec=self.spec,
+            groups=groups,
+            dedup=self.dedup(),
+            pairs={category: pairs for category, (_, pairs) in self.pairs().items()},
+            triplets=triplets,
+            total_pairs=self.total_pairs,
+            captioner=self.captioner.describe(),
+            backbone=self.backbone if self.needs_embeddings else None,
+            backbone_given=self._given_backbone is not None,
         )
-        return {
-            "generator": GENERATOR,
-            "build_key": build_key,
-            "layout": layout,
-            "spec": spec.model_dump(mode="json"),
-            "captioner": self.captioner.describe(),
-            "backbone": backbone,
-            "matching": {
-                "mode": spec.mode,
-                "rank_lo": spec.rank_lo if spec.mode == "window" else None,
-                "rank_hi": spec.rank_hi if spec.mode == "window" else None,
-                "k": spec.k,
-                "K": spec.K,
-                "only_train_references": spec.only_train_references,
-            },
-            "dedup_threshold": spec.dedup_threshold,
-            "templates": list(spec.templates),
-            "seed": spec.seed,
-            "pool": pool,
-            "counts": {
-                "groups": counts,
-                "pairs_before_cap": self.total_pairs,
-                "triplets": len(triplets),
-            },
-        }
 
 
 def build_positives(
