@@ -4,7 +4,10 @@ A method is a small ``torch.nn.Module`` with three encoders:
 
 * ``encode_reference(images)``: image -> reference representation (any shape per item:
   one vector for CLIP4CIR, a token sequence for TG-CIR or BLIP-2 methods);
-* ``encode_target(images)``: image -> L2-normalised target vector;
+* ``encode_target(images)``: image -> L2-normalised target vector, or a *set* of them
+  (``(T, D)`` per image, e.g. SPRC's query tokens) scored by the best one
+  (:func:`target_scores`: a query's score against a target is its maximum dot product
+  over the target's vectors; the bank, the galleries and the metrics take both shapes);
 * ``encode_query(reference, tokens)``: (reference representation, text) -> L2-normalised
   query vector.
 
@@ -31,6 +34,14 @@ from bench.core.hashing import tensor_fingerprint
 
 #: Parameter groups whose outputs depend on images only (the reference and target encoders).
 IMAGE_SIDE = "image"
+
+
+def target_scores(query: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` scores of queries ``(B, D)`` against targets ``(N, D)`` (dot products) or
+    target sets ``(N, T, D)`` (the maximum dot product over each set's vectors)."""
+    if targets.ndim == 2:
+        return query @ targets.t()
+    return torch.einsum("bd,ntd->bnt", query, targets.to(query.dtype)).amax(dim=-1)
 
 
 @dataclass
@@ -84,14 +95,6 @@ class CIRMethod(nn.Module, ABC):
     phases: ClassVar[tuple[Phase, ...]] = ()
     #: group name -> "image" (reference/target encoders) or "query" (text side, fusion).
     group_sides: ClassVar[dict[str, str]] = {}
-    #: SPN stage-2 defaults from the paper (batch_size, epochs, lr, tau, learnable_tau).
-    spn_defaults: ClassVar[dict[str, Any]] = {
-        "batch_size": 256,
-        "epochs": 3,
-        "lr": 2e-5,
-        "tau": 0.02,
-        "learnable_tau": False,
-    }
 
     def __init__(self, backbone: Backbone, params: MethodParams) -> None:
         super().__init__()
@@ -108,7 +111,7 @@ class CIRMethod(nn.Module, ABC):
 
     @abstractmethod
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> L2-normalised target vectors (B, D)."""
+        """Images (B, 3, H, W) -> L2-normalised target vectors (B, D) or sets (B, T, D)."""
 
     @abstractmethod
     def encode_query(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -129,7 +132,7 @@ class CIRMethod(nn.Module, ABC):
 
     def loss(self, query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """In-batch contrastive loss of queries against the batch's targets."""
-        logits = self.logit_scale() * query @ target.t()
+        logits = self.logit_scale() * target_scores(query, target)
         labels = torch.arange(query.shape[0], device=query.device)
         return nn.functional.cross_entropy(logits, labels)
 
@@ -143,6 +146,11 @@ class CIRMethod(nn.Module, ABC):
     def logit_scale(self) -> float | torch.Tensor:
         """Multiplier of cosine similarities in the training loss (1 / temperature)."""
         return 100.0
+
+    def begin_continuation(self, phase: Phase) -> None:
+        """Called once when a phase after stage 1 (the SPN stages) starts from the stage-1
+        weights, before its optimiser is built (e.g. TG-CIR copies its image-side token
+        heads into the text side, as SPN's stage 2 does). Default: nothing."""
 
     def set_phase(self, name: str) -> None:
         """Switch behaviour to phase ``name`` (e.g. which fusion ``encode_query`` uses)."""

@@ -32,11 +32,13 @@ Representations for the engine and the SPN bank:
   the Q-Former's fusion needs the image tokens, so this is what makes ``encode_query``
   exact. (The SPN code banks 32 x 768 *fused* query states per triplet instead; they
   depend on the text, so they are not an image representation.)
-* target = ``normalize(mean of the n normalised token vectors)``, one vector of the
-  projection width (256 for BLIP-2, 64 for ``hf-blip2:tiny``). SPRC scores a target by
-  the *max* over its 32 token similarities; the engine's galleries and banks hold one
-  vector per image and rank by dot product, which cannot express a max, so the token mean
-  is used in training and retrieval alike. This is the one deliberate departure.
+* target = the ``n`` normalised token vectors ``normalize(vision_proj(.))`` of the query
+  tokens after cross-attending to the target's ``ln_vision(ViT(.))``: a token set
+  ``(n, projection width)``, 32 x 256 for BLIP-2, 16 x 64 for ``hf-blip2:tiny``. A query
+  scores a target by the maximum over its tokens (SPRC's ``sim_t2q.max(-1)`` in
+  ``loss_itc`` / ``loss_rtc`` and at retrieval; SPN's bank stage the same), through
+  :func:`methods.base.target_scores`; the engine's galleries, bank and metrics take token
+  sets as they are (exact scores, no per-image average).
 
 Parameter groups: the EVA ViT is frozen (SPRC's ``freeze_vit``) and in no group (it is
 part of :meth:`image_fingerprint`); ``qformer`` (image side: the shared Q-Former, its word
@@ -59,7 +61,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +72,7 @@ from torch.func import functional_call
 from bench.backbones import Backbone, BackboneError
 from bench.backbones.blip2 import EXTRAS_ATTR
 from bench.core.hashing import tensor_fingerprint
-from methods.base import IMAGE_SIDE, CIRMethod, MethodParams, Phase, TrainBatch
+from methods.base import IMAGE_SIDE, CIRMethod, MethodParams, Phase, TrainBatch, target_scores
 from methods.registry import register_method
 
 #: Extras of a LAVIS checkpoint (see bench.backbones.lavis_keys) this method uses.
@@ -99,8 +101,9 @@ STAGE1 = Phase("sprc", ("qformer", "text_projection", "prompt"), "SPRC: Q-Former
 def contrastive_loss(
     features: torch.Tensor, targets: torch.Tensor, temp: torch.Tensor
 ) -> torch.Tensor:
-    """Cross-entropy of ``features @ targets.T / temp`` against the diagonal (in-batch)."""
-    logits = features @ targets.t() / temp
+    """Cross-entropy of the best-token scores ``max_t features . targets_t / temp`` against
+    the diagonal (in-batch); ``targets``: ``(B, n, D)`` token sets (or ``(B, D)`` vectors)."""
+    logits = target_scores(features, targets) / temp
     labels = torch.arange(features.shape[0], device=features.device)
     return F.cross_entropy(logits, labels)
 
@@ -133,15 +136,6 @@ class Sprc(CIRMethod):
         "query_offset": "query",
         "text_projection": "query",
         "prompt": "query",
-    }
-    #: SPN paper / SPN4CIR README, SPRC stage 2 (FashionIQ and CIRR): batch 32, 3 epochs,
-    #: lr 1e-5, tau 0.05, learnable (``init_stage2`` makes ``temp`` a Parameter at tau).
-    spn_defaults: ClassVar[dict[str, Any]] = {
-        "batch_size": 32,
-        "epochs": 3,
-        "lr": 1e-5,
-        "tau": 0.05,
-        "learnable_tau": True,
     }
     params: SprcParams
 
@@ -339,14 +333,11 @@ class Sprc(CIRMethod):
         return self.image_embeds(images)
 
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
-        return self._target_vector(self.image_embeds(images))
-
-    def _target_vector(self, embeds: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.target_tokens(embeds).mean(1), dim=-1)
+        return self.target_tokens(self.image_embeds(images))
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embeds = self.image_embeds(images)
-        return embeds, self._target_vector(embeds)
+        return embeds, self.target_tokens(embeds)
 
     def encode_query(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         tokens = self.trim(tokens)

@@ -94,8 +94,10 @@ def test_forward_backward_shapes_and_groups(images):
     method = make()
     reference, target, query = outputs(method, images)
     assert reference.shape == (4, 65, 128)  # ln_vision(ViT): class token + 8 x 8 patches
-    assert target.shape == query.shape == (4, TINY_EMBED_DIM)
-    assert torch.allclose(target.norm(dim=-1), torch.ones(4), atol=1e-5)
+    n = method.blip2.config.num_query_tokens
+    assert target.shape == (4, n, TINY_EMBED_DIM)  # a token set per image, scored by its best
+    assert query.shape == (4, TINY_EMBED_DIM)
+    assert torch.allclose(target.norm(dim=-1), torch.ones(4, n), atol=1e-5)
     assert torch.allclose(query.norm(dim=-1), torch.ones(4), atol=1e-5)
     # stage 1 trains the shared Q-Former, the text projection and the prompt; not the ViT
     # and not the query offset (so both Q-Former passes share their weights)
@@ -140,7 +142,7 @@ def test_encode_matches_the_sprc_passes(images):
         assert torch.allclose(query, expected, atol=1e-5)
         states = model.qformer(query_embeds=queries, encoder_hidden_states=reference)
         tokens_out = F.normalize(model.vision_projection(states.last_hidden_state), dim=-1)
-        assert torch.allclose(target, F.normalize(tokens_out.mean(1), dim=-1), atol=1e-5)
+        assert torch.allclose(target, tokens_out, atol=1e-5)
 
 
 def test_prompt_sequence_layout():
@@ -182,6 +184,11 @@ def test_contrastive_loss_hand_checked():
     query = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     expected = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(2))) / 2
     assert contrastive_loss(query, targets, torch.tensor(0.5)).item() == pytest.approx(expected)
+    # token sets: each target scores by its best token ([1, 0] of target 0, [0, 1] of 1)
+    sets = torch.tensor([[[1.0, 0.0], [0.0, -1.0]], [[-1.0, 0.0], [0.0, 1.0]]])
+    assert contrastive_loss(features, sets, torch.tensor(1.0)).item() == pytest.approx(
+        math.log(1 + math.exp(-1)), rel=1e-6
+    )
 
 
 def test_prompt_alignment_loss_hand_checked():
@@ -203,8 +210,13 @@ def test_loss_terms_and_weights(images):
         prompt = method.prompt_features(method.trim(batch.tokens))
         fused = method.fuse(batch.reference, method.trim(batch.tokens))
         labels = torch.arange(4)
-        itc = F.cross_entropy(query @ batch.target.t() / 0.05, labels)
-        rtc = F.cross_entropy(prompt @ batch.target.t() / 0.05, labels)
+
+        # SPRC: sim_t2q.max(-1), the best of each target's query tokens
+        def best(features):
+            return torch.einsum("bd,ntd->bnt", features, batch.target).max(-1).values
+
+        itc = F.cross_entropy(best(query) / 0.05, labels)
+        rtc = F.cross_entropy(best(prompt) / 0.05, labels)
         align = ((fused.mean(1) - method.prompt_tokens.mean(1)) ** 2).mean()
         assert terms["itc"].item() == pytest.approx(itc.item(), rel=1e-5)
         assert terms["rtc"].item() == pytest.approx(rtc.item(), rel=1e-5)

@@ -66,8 +66,11 @@ from bench.formats.validation import (
 )
 from bench.metrics import (
     check_circo_submission,
+    circo_metrics,
     circo_metrics_from_features,
     circo_submission_from_features,
+    circo_submission_from_scores,
+    max_similarity,
     write_circo_submission,
 )
 
@@ -431,6 +434,7 @@ class CircoFormat(DatasetFormat):
     report_columns = ("mAP@5", "mAP@10", "mAP@25", "mAP@50")
     #: the synthetic CIRCO gallery holds one-object images: the pool's FashionIQ-style kind
     synthetic_pool_kind = "fashioniq"
+    reference_folders = ("CIRCO", "circo")
 
     def load_split(
         self,
@@ -457,6 +461,8 @@ class CircoFormat(DatasetFormat):
         """mAP@K as the CIRCO server computes it (AP@k normalised by min(k, #gt))."""
         refs = [q.reference for q in split.queries]
         targets = [list(q.targets) for q in split.queries]
+        if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
+            return circo_metrics(max_similarity(queries, gallery), split.gallery, refs, targets)
         return circo_metrics_from_features(queries, gallery, split.gallery, refs, targets)
 
     def write_submission(
@@ -464,7 +470,10 @@ class CircoFormat(DatasetFormat):
     ) -> list[Path]:
         """The CIRCO server's file: the top 50 image ids of every query (the reference is
         not removed, as the official evaluation ranks it)."""
-        top50 = circo_submission_from_features(queries, gallery, split.gallery)
+        if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
+            top50 = circo_submission_from_scores(max_similarity(queries, gallery), split.gallery)
+        else:
+            top50 = circo_submission_from_features(queries, gallery, split.gallery)
         query_ids = [int(q.query_id) for q in split.queries]
         path = write_circo_submission(
             Path(out_dir) / f"circo_submission_{name}.json", query_ids, top50

@@ -72,7 +72,7 @@ from bench.metrics.fashioniq import (
     fashioniq_protocol_gallery,
     get_fashioniq_protocol,
 )
-from bench.metrics.kernels import TargetSpec
+from bench.metrics.kernels import TargetSpec, max_similarity
 from bench.metrics.topk import (
     subset_topk_from_scores,
     subset_topk_names,
@@ -110,6 +110,7 @@ __all__ = [
     "fashioniq_metrics_from_features",
     "fashioniq_protocol_gallery",
     "get_fashioniq_protocol",
+    "max_similarity",
     "subset_topk_from_scores",
     "subset_topk_names",
     "topk_from_scores",

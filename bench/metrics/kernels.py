@@ -199,6 +199,28 @@ def prepare_features(
 # --------------------------------------------------------------------------- rank kernels
 
 
+def max_similarity(queries: Any, gallery: Any, *, chunk_elems: int = 1 << 24) -> np.ndarray:
+    """Exact scores of multi-vector targets: ``scores[q, g] = max_t queries[q] . gallery[g, t]``
+    for L2-normalised queries ``(Q, D)`` and a gallery of token sets ``(G, T, D)`` (SPRC's
+    query tokens), computed over blocks of gallery images so that no ``Q x G x T`` array is
+    ever whole in memory. The result feeds the score-based metric functions (same tie
+    policy as every other path)."""
+    qf = _features(queries, "query_features")
+    gf = np.asarray(gallery, dtype=np.float32)
+    if gf.ndim != 3 or gf.shape[2] != qf.shape[1]:
+        raise MetricInputError(
+            f"gallery of token sets must have shape (G, T, {qf.shape[1]}), got {gf.shape}"
+        )
+    g, t, d = gf.shape
+    block = max(1, chunk_elems // max(1, len(qf) * t))
+    out = np.empty((len(qf), g), dtype=np.float32)
+    for start in range(0, g, block):
+        part = gf[start : start + block]
+        scores = qf @ part.reshape(-1, d).T  # (Q, n * T)
+        out[:, start : start + len(part)] = scores.reshape(len(qf), len(part), t).max(axis=2)
+    return out
+
+
 def _rank_of(scores: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """0-based rank of gallery item ``cols[q]`` in row ``q`` under the gallery-order tie-break."""
     n, g = scores.shape
