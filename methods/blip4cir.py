@@ -44,7 +44,7 @@ of target embeddings, reference tokens read from the feature cache, tau learnabl
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -87,14 +87,6 @@ class Blip4CirBi(CIRMethod):
     paper_name = "BLIP4CIR+Bi"
     phases = (TEXT_ONLY,)
     group_sides: ClassVar[dict[str, str]] = {"image_encoder": "image", "text_encoder": "query"}
-    #: SPN4CIR README, BLIP4CIR FashionIQ stage 2 (CIRR: 3 epochs, lr 6e-6, tau 0.02).
-    spn_defaults: ClassVar[dict[str, Any]] = {
-        "batch_size": 128,
-        "epochs": 10,
-        "lr": 5e-6,
-        "tau": 0.03,
-        "learnable_tau": True,
-    }
     params: Blip4CirParams
 
     def __init__(self, backbone: Backbone, params: Blip4CirParams) -> None:

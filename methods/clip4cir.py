@@ -15,7 +15,7 @@ Both phases use the contrastive loss with logit scale 100, as CLIP4Cir does.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +72,6 @@ class Clip4Cir(CIRMethod):
         "image_encoder": "image",
         "text_encoder": "query",
         "combiner": "query",
-    }
-    #: SPN paper, CLIP4CIR stage 2 (FashionIQ and CIRR): batch 256, 3 epochs, lr 2e-5, tau 0.02.
-    spn_defaults: ClassVar[dict[str, Any]] = {
-        "batch_size": 256,
-        "epochs": 3,
-        "lr": 2e-5,
-        "tau": 0.02,
-        "learnable_tau": False,
     }
     params: Clip4CirParams
 

@@ -26,9 +26,10 @@ iLearn-Lab/MM23-TG-CIR ``model.py``):
   masks / token learner between image and text; SPN deep-copies them into the text side
   when stage 2 starts (from then on the text tower, the text heads and the gate train; the
   image tower and the image heads are frozen, exactly this module's image / query sides).
-  Here the text heads are separate from the start (so the image side and the query side
-  are disjoint parameter groups) and the text token learner starts as a copy of the
-  image one.
+  Here too (``share_token_heads``, default on): in stage 1 the text tokens use the image
+  heads' masks and token learner (the text side keeps its own projection, as SPN's
+  ``text_fc``); :meth:`TgCir.begin_continuation` copies them into the text heads when an
+  SPN stage starts, so the bank stage trains the text copies with the image side frozen.
 * ``loss: infonce`` (default) is the one InfoNCE loss of the SPN variant: the query
   against the batch's targets, scaled by a learnable logit scale initialised at 10
   (TG-CIR's ``loss_T``). ``loss: original`` adds the original TG-CIR's teacher branch
@@ -50,7 +51,7 @@ iLearn-Lab/MM23-TG-CIR ``model.py``):
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -99,9 +100,15 @@ class TokenHeads(nn.Module):
         self.projection = nn.Linear(width, dim)
         self.token_learner = TokenLearner(dim, num_local)
 
-    def forward(self, pooled: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
-        global_tokens = pooled[:, None, :] * F.relu(self.masks).to(pooled.dtype)[None]
-        local_tokens = self.token_learner(self.projection(sequence))
+    def forward(
+        self, pooled: torch.Tensor, sequence: torch.Tensor, shared: TokenHeads | None = None
+    ) -> torch.Tensor:
+        """The tokens; ``shared``: take the masks and the token learner from other heads
+        (the original TG-CIR's one set for both modalities), keeping this projection."""
+        masks = (shared or self).masks
+        learner = (shared or self).token_learner
+        global_tokens = pooled[:, None, :] * F.relu(masks).to(pooled.dtype)[None]
+        local_tokens = learner(self.projection(sequence))
         return torch.cat([global_tokens, local_tokens.to(global_tokens.dtype)], dim=1)
 
 
@@ -131,6 +138,11 @@ class TgCirParams(MethodParams):
     distill_mask_weight: float = Field(default=10.0, ge=0, description="nu_: gate distillation")
     distill_kl_weight: float = Field(default=0.5, ge=0, description="kappa_: KL distillation")
     distill_kl_tau: float = Field(default=0.1, gt=0, description="tau_: KL temperature")
+    share_token_heads: bool = Field(
+        default=True,
+        description="stage 1 uses one set of masks and token learner for image and text (the "
+        "original TG-CIR); SPN's stage 2 copies them into the text side",
+    )
 
 
 TRAIN = Phase(
@@ -154,15 +166,6 @@ class TgCir(CIRMethod):
         "text_tokens": "query",
         "fusion": "query",
         "teacher": "query",
-    }
-    #: SPN paper, TG-CIR stage 2 on FashionIQ: batch 256, 5 epochs, lr 2e-5, fixed tau 0.02
-    #: (CIRR: tau 0.01, set per dataset in experiments/methods/tgcir.yaml).
-    spn_defaults: ClassVar[dict[str, Any]] = {
-        "batch_size": 256,
-        "epochs": 5,
-        "lr": 2e-5,
-        "tau": 0.02,
-        "learnable_tau": False,
     }
     params: TgCirParams
 
@@ -203,8 +206,10 @@ class TgCir(CIRMethod):
             self.clip.visual.transformer.width, dim, params.global_tokens, params.local_tokens
         )
         self.text_heads = TokenHeads(text_width, dim, params.global_tokens, params.local_tokens)
-        # SPN's stage 2 starts the text token learner as a copy of the (shared) image one
         self.text_heads.token_learner = copy.deepcopy(self.image_heads.token_learner)
+        # one set of masks and token learner until an SPN stage copies them (a buffer, so a
+        # checkpoint says which state the heads are in)
+        self.register_buffer("heads_shared", torch.tensor(params.share_token_heads))
         self.gate = gate_mlp(dim)
         self.loss_scale = nn.Parameter(
             torch.tensor(params.logit_scale), requires_grad=params.learnable_logit_scale
@@ -255,7 +260,19 @@ class TgCir(CIRMethod):
 
     def text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids -> (B, P + Q, D) global and local text tokens."""
-        return self.text_heads(*self._text_features(tokens))
+        shared = self.image_heads if bool(self.heads_shared) else None
+        return self.text_heads(*self._text_features(tokens), shared=shared)
+
+    def begin_continuation(self, phase: Phase) -> None:
+        """SPN's stage 2 (``init``, ``is_origin``): the text side gets copies of the image
+        side's masks and token learner, trained from then on as its own."""
+        if bool(self.heads_shared):
+            with torch.no_grad():
+                self.text_heads.masks.copy_(self.image_heads.masks)
+                self.text_heads.token_learner.load_state_dict(
+                    self.image_heads.token_learner.state_dict()
+                )
+                self.heads_shared.fill_(False)
 
     def fuse(
         self, reference: torch.Tensor, text: torch.Tensor

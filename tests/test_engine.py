@@ -237,9 +237,10 @@ def test_run_folders_of_an_older_spec_schema_are_named_once(tmp_path, capsys):
     from bench.train import engine
 
     (tmp_path / "old-1234").mkdir()
-    (tmp_path / "old-1234" / "spec.yaml").write_text("name: old\nspn: {zero_shot: false}\n")
+    (tmp_path / "old-1234" / "spec.yaml").write_text("name: old\ndataset: {format: cirr}\n")
     (tmp_path / "new-5678").mkdir()
-    (tmp_path / "new-5678" / "spec.yaml").write_text("name: new\nspn: {control: false}\n")
+    new = "name: new\ndataset: {format: cirr, also_protocols: []}\n"
+    (tmp_path / "new-5678" / "spec.yaml").write_text(new)
     engine.note_old_runs(tmp_path)
     engine.note_old_runs(tmp_path)
     err = capsys.readouterr().err

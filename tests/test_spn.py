@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.config import ExperimentSpec, parse_spec
-from bench.runner.bases import method_base, methods_with_bases
+from bench.config.bases import method_base, methods_with_bases
 from bench.spn import negatives
 from bench.spn.negatives import BankObjective
 from bench.train.engine import plan_phases, train
@@ -65,7 +65,7 @@ def test_bank_objective_full_bank_and_neg_num():
     logits = torch.einsum("bd,bkd->bk", query, bank[rows]) / 0.02
     expected = torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
     assert torch.allclose(loss, expected)
-    assert BankObjective(tau=0.05, learnable=True, neg_num=None).log_scale.requires_grad
+    assert BankObjective(tau=0.05, learnable=True, neg_num=None).temperature.requires_grad
 
 
 def test_plan_uses_paper_defaults_and_freezes_the_image_side():
@@ -75,7 +75,8 @@ def test_plan_uses_paper_defaults_and_freezes_the_image_side():
     phase, cfg = planned.phase, planned.settings
     assert phase.name == "spn_negatives" and phase.objective == "bank"
     assert phase.image_frozen(session.method)
-    assert set(phase.trains) == {"text_encoder", "combiner"}
+    # CLIP4CIR's recipe: the text tower alone trains, scored by sum fusion (the fine-tune phase)
+    assert phase.trains == ("text_encoder",) and planned.method_phase == "finetune"
     assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.schedule) == (256, 3, 2e-5, "constant")
 
 
@@ -126,8 +127,9 @@ def test_all_four_compositions_run(spn, composition, phases):
     session = build_session(spec, progress=False, pretrained=False)
     human = len(session.data.train)
     epoch = session.epoch_triplets(0)
-    if composition in ("P", "P+N"):  # human + as many generated (mix_ratio 1.0)
-        assert len(epoch) == human + min(human, len(session.generated)) > human
+    if composition in ("P", "P+N"):  # the recipe's mix_ratio null: human + all generated
+        assert spec.spn.positives_train.mix_ratio is None
+        assert len(epoch) == human + len(session.generated) > human
         assert {t.source for t in epoch} >= {"generated/oracle-test", "dress/train"}
     else:
         assert len(epoch) == human and session.generated == []
@@ -166,8 +168,8 @@ def tiny_method_spec(method: str, **spn) -> ExperimentSpec:
     data = {
         "name": f"spn-tiny-{method}",
         "experiment": "cirbench-spn-tests",
-        "dataset": BASE["dataset"],
         **base,
+        "dataset": {**BASE["dataset"], **base.get("dataset", {})},
         "spn": spn,  # the base's spn section is the recipe the suites draw from
     }
     return parse_spec(data)
@@ -290,9 +292,12 @@ def in_ram_loss(query, bank, positives, neg_num, generator, scale):
     return torch.nn.functional.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long))
 
 
+@pytest.mark.parametrize("parametrisation", ["tau", "log_inverse"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("neg_num", [None, 20])
-def test_chunked_mapped_bank_equals_the_in_ram_computation(tmp_path, dtype, neg_num):
+def test_chunked_mapped_bank_equals_the_in_ram_computation(
+    tmp_path, dtype, neg_num, parametrisation
+):
     torch.manual_seed(0)
     bank = torch.nn.functional.normalize(torch.randn(50, 8), dim=-1)
     mapped = mapped_bank(tmp_path, bank, dtype)
@@ -300,20 +305,55 @@ def test_chunked_mapped_bank_equals_the_in_ram_computation(tmp_path, dtype, neg_
     positives = torch.tensor([3, 0, 49, 3])
     start = bank[positives] + 0.1 * torch.randn(4, 8)
     # chunked: 8 chunks of 7 rows, the last one short
-    objective = BankObjective(0.05, learnable=True, neg_num=neg_num, chunk_rows=7)
+    objective = BankObjective(
+        0.05, learnable=True, neg_num=neg_num, chunk_rows=7, parametrisation=parametrisation
+    )
     query = start.clone().requires_grad_(True)
     loss = objective(query, mapped, positives, torch.Generator().manual_seed(3))
     loss.backward()
     plain_query = start.clone().requires_grad_(True)
-    scale = torch.tensor(1 / 0.05).log().requires_grad_(True)
+    if parametrisation == "tau":  # the reference learns tau itself: logits / tau
+        param = torch.tensor(0.05).requires_grad_(True)
+        scale = 1.0 / param
+    else:
+        param = torch.tensor(1 / 0.05).log().requires_grad_(True)
+        scale = param.exp()
     expected = in_ram_loss(
-        plain_query, in_ram, positives, neg_num, torch.Generator().manual_seed(3), scale.exp()
+        plain_query, in_ram, positives, neg_num, torch.Generator().manual_seed(3), scale
     )
     expected.backward()
     tol = {"atol": 1e-6, "rtol": 1e-5}
     torch.testing.assert_close(loss.detach(), expected.detach(), **tol)
     torch.testing.assert_close(query.grad, plain_query.grad, **tol)
-    torch.testing.assert_close(objective.log_scale.grad, scale.grad, **tol)
+    torch.testing.assert_close(objective.temperature.grad, param.grad, **tol)
+
+
+@pytest.mark.parametrize("neg_num", [None, 5])
+def test_token_set_bank_scores_by_the_best_token(neg_num):
+    """A bank of token sets (SPRC: query tokens per image) scores a query by its best token;
+    the chunked logits and their gradient equal the explicit max over tokens."""
+    torch.manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(23, 4, 8), dim=-1)  # 23 images x 4 tokens
+    positives = torch.tensor([3, 0, 22])
+    start = bank[positives, 0] + 0.1 * torch.randn(3, 8)
+    objective = BankObjective(0.05, learnable=False, neg_num=neg_num, chunk_rows=24)  # 6 rows
+    query = start.clone().requires_grad_(True)
+    loss = objective(query, bank, positives, torch.Generator().manual_seed(1))
+    loss.backward()
+    plain = start.clone().requires_grad_(True)
+    if neg_num is None:
+        logits = torch.stack([(plain @ bank[n].t()).max(dim=1).values for n in range(23)], dim=1)
+        expected = torch.nn.functional.cross_entropy(logits / 0.05, positives)
+    else:
+        draws = torch.randint(0, 22, (3, neg_num), generator=torch.Generator().manual_seed(1))
+        rows = torch.cat([positives[:, None], draws + (draws >= positives[:, None]).long()], 1)
+        logits = torch.stack(
+            [torch.stack([(plain[b] @ bank[r].t()).max() for r in rows[b]]) for b in range(3)]
+        )
+        expected = torch.nn.functional.cross_entropy(logits / 0.05, torch.zeros(3).long())
+    expected.backward()
+    torch.testing.assert_close(loss.detach(), expected.detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(query.grad, plain.grad, atol=1e-6, rtol=1e-5)
 
 
 def test_neg_num_is_honoured_on_a_mapped_half_bank(tmp_path):

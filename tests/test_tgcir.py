@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bench.backbones import load_backbone
-from bench.runner.bases import method_base, methods_with_bases
+from bench.config.bases import method_base, methods_with_bases
 from methods import create_method, get_method_class, list_methods
 from methods.base import IMAGE_SIDE, TrainBatch
 from methods.tgcir import TgCir, TokenLearner, channel_mask_init
@@ -154,18 +154,15 @@ def test_registry_groups_and_base_settings(method):
     assert trainable == set(ids)
     assert [p.name for p in method.phases] == ["train"]
     assert set(method.phases[0].trains) == set(groups)
-    assert method.spn_defaults == {
-        "batch_size": 256,
-        "epochs": 5,
-        "lr": 2e-5,
-        "tau": 0.02,
-        "learnable_tau": False,
-    }
     assert "tgcir" in methods_with_bases()
     fiq = method_base("tgcir", "synthetic", "fashioniq")
     cirr = method_base("tgcir", "synthetic", "cirr")
     assert fiq["backbone"] == {"arch": "cirbench-tiny", "pretrained": "synthetic"}
-    assert "negatives" not in fiq["spn"] and cirr["spn"]["negatives"]["tau"] == 0.01
+    # the SPN4CIR README's TG-CIR stage 2: batch 256, 5 epochs, lr 2e-5, fixed tau 0.02
+    negatives = fiq["spn"]["negatives"]
+    assert (negatives["batch_size"], negatives["epochs"], negatives["lr"]) == (256, 5, 2e-5)
+    assert (negatives["tau"], negatives["learnable_tau"]) == (0.02, False)
+    assert cirr["spn"]["negatives"]["tau"] == 0.01  # CIRR: --tau 0.01
     assert fiq["spn"]["positives"]["templates"] == ["target"]  # the released recipe
     real = method_base("tgcir", "real", "cirr")
     assert real["backbone"]["arch"] == "ViT-B-16" and real["backbone"]["pretrained"] == "openai"
@@ -209,3 +206,26 @@ def test_original_losses(backbone):
 def test_reference_shape_errors_are_clear(method):
     with pytest.raises(ValueError, match=r"must be \(B, 12, 128\) image tokens, got \(3, 128\)"):
         method.encode_query(torch.zeros(3, 128), method.tokenize(["a", "b", "c"]))
+
+
+def test_stage1_shares_the_token_heads_until_an_spn_stage_copies_them(backbone):
+    """The original TG-CIR: one set of masks and token learner for image and text; SPN's
+    stage 2 copies them into the text side, which then trains on its own."""
+    method = build(backbone)
+    assert bool(method.heads_shared)
+    tokens = method.tokenize(["a red dress", "a blue shirt"])
+    before = method.text_tokens(tokens)
+    with torch.no_grad():  # the text side reads the image heads while they are shared
+        method.image_heads.masks.add_(0.5)
+    assert not torch.allclose(method.text_tokens(tokens), before)
+    method.begin_continuation(method.phases[0])
+    assert not bool(method.heads_shared)
+    torch.testing.assert_close(method.text_heads.masks, method.image_heads.masks)
+    copied = method.text_tokens(tokens)
+    with torch.no_grad():  # from now on the image heads no longer move the text tokens
+        method.image_heads.masks.add_(0.5)
+        method.image_heads.token_learner.attention.weight.add_(0.5)
+    torch.testing.assert_close(method.text_tokens(tokens), copied)
+    assert "heads_shared" in method.state_dict()  # a checkpoint says which state it is in
+    method.begin_continuation(method.phases[0])  # a second call changes nothing
+    torch.testing.assert_close(method.text_tokens(tokens), copied)

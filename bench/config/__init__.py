@@ -11,8 +11,6 @@ from bench.config.spec import (
     EvalSpec,
     ExperimentSpec,
     MethodSpec,
-    PhaseSpec,
-    TrainSpec,
     load_spec,
     parse_spec,
 )
@@ -23,6 +21,7 @@ from bench.config.spn import (
     PositivesTrainSpec,
     SPNSpec,
 )
+from bench.config.train import LoopOverrides, PhaseSpec, TrainSpec
 
 __all__ = [
     "SYNTHETIC",
@@ -30,6 +29,7 @@ __all__ = [
     "DatasetSpec",
     "EvalSpec",
     "ExperimentSpec",
+    "LoopOverrides",
     "MatchingBackbone",
     "MethodSpec",
     "NegativesSpec",

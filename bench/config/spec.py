@@ -17,16 +17,19 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bench.config.base import SpecError, Strict, read_yaml, validation_problems
+from bench.config.bases import fill_from_recipe
 from bench.config.merge import apply_overrides, flatten
 from bench.config.spn import SPNSpec
+from bench.config.train import TrainSpec
 from bench.formats import get_format
 
 #: ``dataset.root`` value that selects the embedded synthetic benchmark.
 SYNTHETIC = "synthetic"
 #: Version of the spec schema (what a spec digest is a hash of). 2: the typed SPN block
 #: (spn.positives is a PositivesSpec, spn.control names P-control); run folders of
-#: schema 1 have other digests and are not reused.
-SPEC_SCHEMA = 2
+#: schema 1 have other digests and are not reused. 3: the SPN recipe as data (stage
+#: recipes with phase / trains / optimiser, bank contents, dataset.also_protocols).
+SPEC_SCHEMA = 3
 
 
 class DatasetSpec(Strict):
@@ -38,6 +41,9 @@ class DatasetSpec(Strict):
     train_split: str = "train"
     eval_split: str = "val"
     protocol: Literal["full_gallery", "drop_reference", "triplet_gallery"] = "full_gallery"
+    #: FashionIQ: the metrics also under these protocols, keys prefixed "<protocol>." (e.g.
+    #: "full_gallery.Rmean" beside a recipe's drop_reference numbers, for a fair comparison)
+    also_protocols: tuple[Literal["full_gallery", "drop_reference", "triplet_gallery"], ...] = ()
     cirr_targets: Literal["hard", "soft"] = "hard"
     max_train_queries: int | None = Field(default=None, gt=0)
 
@@ -57,37 +63,6 @@ class BackboneSpec(Strict):
 class MethodSpec(Strict):
     name: str = "clip4cir"
     params: dict[str, Any] = Field(default_factory=dict)
-
-
-class PhaseSpec(Strict):
-    """Training settings of one method phase (stage); unset fields inherit ``train``."""
-
-    epochs: int | None = Field(default=None, ge=0)
-    batch_size: int | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=None, gt=0)
-    weight_decay: float | None = Field(default=None, ge=0)
-
-
-class TrainSpec(Strict):
-    epochs: int = Field(default=3, ge=0)
-    batch_size: int = Field(default=64, gt=0)
-    lr: float = Field(default=1e-4, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    grad_clip: float | None = Field(default=1.0, gt=0)
-    mixed_precision: bool = True
-    num_workers: int = Field(default=0, ge=0)
-    save_best_checkpoint_artifact: bool = False
-    phases: dict[str, PhaseSpec] = Field(default_factory=dict)
-
-    def phase(self, name: str) -> TrainSpec:
-        """The settings for phase ``name``: this spec with the phase's overrides applied."""
-        override = self.phases.get(name)
-        if override is None:
-            return self
-        values = {k: v for k, v in override.model_dump().items() if v is not None}
-        return self.model_copy(update=values)
 
 
 class EvalSpec(Strict):
@@ -167,7 +142,7 @@ def parse_spec(
     """Validate a spec given as a dict (after applying overrides)."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    data = apply_overrides(data, overrides or [], source)
+    data = fill_from_recipe(apply_overrides(data, overrides or [], source))
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as exc:

@@ -11,18 +11,24 @@ Schedule = Literal["cosine", "constant"]
 
 
 def build_optimizer(
-    params: list[torch.nn.Parameter], lr: float, weight_decay: float
+    params: list[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    *,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    decay: str = "matrices",
 ) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on biases, norms, scalars)."""
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
+    """AdamW; weight decay on matrices only (``decay="matrices"``: not on biases, norms,
+    scalars) or on every parameter (``"all"``, as the SPN reference's single group)."""
+    if decay == "all":
+        groups = [{"params": params, "weight_decay": weight_decay}]
+    else:
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
 def build_schedule(

@@ -12,7 +12,14 @@ from bench.report import build_report
 from bench.runner.grid import SweepError, SweepResult, run_grid
 from bench.runner.profiles import get_profile
 from bench.runner.study import run_study
-from bench.runner.suites import SuiteRun, list_suites, load_suite, suite_file
+from bench.runner.suites import (
+    DataRoots,
+    SuiteRun,
+    list_suites,
+    load_suite,
+    resolve_data_roots,
+    suite_file,
+)
 
 log_prefix = "[cirbench sweep]"
 
@@ -21,7 +28,7 @@ def sweep(
     suite_name: str,
     *,
     profile: str = "default",
-    data_root: str | Path | None = None,
+    data_root: DataRoots = None,
     seeds: tuple[int, ...] | None = None,
     methods: tuple[str, ...] | None = None,
     workers: int = 1,
@@ -36,10 +43,11 @@ def sweep(
             "a sweep runs its points in its own worker processes (--workers) and Optuna "
             "workers; launch it without torchrun (torchrun is for `cirbench train`)"
         )
+    suite = load_suite(suite_name)
     run = SuiteRun(
-        load_suite(suite_name),
+        suite,
         get_profile(profile),
-        Path(data_root).expanduser().resolve() if data_root else None,
+        resolve_data_roots(data_root, suite.datasets),
         seeds_override=seeds,
         extra_overrides=overrides,
         storage=storage,
@@ -100,7 +108,7 @@ def ablate(
     *,
     profile: str = "default",
     suites: tuple[str, ...] = ABLATE_SUITES,
-    data_root: str | Path | None = None,
+    data_root: DataRoots = None,
     methods: tuple[str, ...] | None = None,
     seeds: tuple[int, ...] | None = None,
     workers: int = 1,

@@ -39,7 +39,9 @@ def parent_run(run: SuiteRun, kind: str) -> Iterator[Any]:
         "kind": kind,
         "profile": "real" if run.real else run.profile.name,
         "seeds": list(run.seeds),
-        "data_root": str(run.data_root) if run.data_root else "synthetic",
+        "data_root": (
+            {k: str(v) for k, v in run.data_roots.items()} if run.data_roots else "synthetic"
+        ),
     }
     with TrackedRun(
         run.experiment,

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from bench.config import SpecError, Strict, read_yaml, validation_problems
-from bench.runner.paths import PROFILES_FILE
+from bench.config.paths import PROFILES_FILE
 
 
 class Profile(Strict):

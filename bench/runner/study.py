@@ -50,8 +50,8 @@ def fail_dead_trials(study: Any) -> int:
 
 
 def bank_size_of(run: SuiteRun, point: Point) -> int:
-    """Rows of the negative bank (every training image) of ``point``'s data."""
-
+    """Rows of the negative bank of ``point`` (a point of the study's composition: its
+    bank holds the images of its training triplets, duplicates merged)."""
     session = build_session(run.spec(point), progress=False, pretrained=False)
     return len(session.pool_names)
 
@@ -168,7 +168,7 @@ def run_study(
             load_if_exists=True,
         )
         if "bank_size" not in study.user_attrs:
-            first = Point(run.methods[0], run.suite.datasets[0], "none", run.seeds[0])
+            first = Point(run.methods[0], run.suite.datasets[0], spec.composition, run.seeds[0])
             bank = bank_size_of(run, first)
             study.set_user_attr("bank_size", bank)
             if spec.high == "bank":  # always measure the whole bank (the paper's setting)

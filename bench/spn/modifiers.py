@@ -27,6 +27,7 @@ import torch
 
 from bench.config import ExperimentSpec, TrainSpec
 from bench.core.arrays import ArrayCache
+from bench.core.errors import CirbenchError
 from bench.formats.records import TrainTriplet
 from methods.base import CIRMethod, Phase
 
@@ -43,6 +44,9 @@ class PlannedPhase:
     phase: Phase
     settings: TrainSpec
     objective: torch.nn.Module | None = None
+    #: the method phase whose query function it runs (default: the phase itself when the
+    #: method has it, else the method's last phase)
+    method_phase: str | None = None
 
 
 class Modifier(ABC):
@@ -64,6 +68,31 @@ class Modifier(ABC):
     def phase(self, spec: ExperimentSpec, method: CIRMethod) -> PlannedPhase | None:
         """The phase this modifier runs after stage 1, if any."""
         return None
+
+
+def stage_groups(
+    method: CIRMethod, wanted: tuple[str, ...] | None, default: tuple[str, ...], where: str
+) -> tuple[str, ...]:
+    """The parameter groups a stage trains: ``wanted`` (checked against the method's
+    groups), else ``default``."""
+    groups = method.parameter_groups()
+    chosen = tuple(wanted) if wanted else default
+    unknown = [g for g in chosen if g not in groups]
+    if unknown:
+        raise CirbenchError(
+            f"{where}: {method.name} has no parameter groups {unknown}; it has {sorted(groups)}"
+        )
+    return chosen
+
+
+def method_phase(method: CIRMethod, wanted: str | None, where: str) -> str:
+    """The method phase whose query function a stage runs (default: the last phase)."""
+    names = [p.name for p in method.phases]
+    if wanted is None:
+        return names[-1]
+    if wanted not in names:
+        raise CirbenchError(f"{where}: {method.name} has no phase {wanted!r}; it has {names}")
+    return wanted
 
 
 def register_modifier(cls: type[Modifier]) -> type[Modifier]:

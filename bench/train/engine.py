@@ -51,7 +51,7 @@ from bench.formats import get_format
 from bench.spn.modifiers import PlannedPhase, modifier_phase
 from bench.tracking import TrackedRun
 from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save_main
-from bench.train.data import eval_options
+from bench.train.data import eval_options, extra_eval_options
 from bench.train.loop import PhaseTraining, StepHook, train_epoch
 from bench.train.session import Session, build_session, run_dir_for
 from methods.base import CIRMethod
@@ -132,18 +132,18 @@ _noted: set[Path] = set()
 
 def note_old_runs(runs: Path) -> None:
     """Once per process and runs folder: say how many run folders there hold a spec of an
-    older schema (before ``SPEC_SCHEMA`` 2 a spec had no ``spn.control``); their digests
-    differ from today's specs', so they are never reused."""
+    older schema (a schema-3 spec has ``dataset.also_protocols``); their digests differ
+    from today's specs', so they are never reused."""
     if runs in _noted:
         return
     _noted.add(runs)
     old = 0
     for spec_file in runs.glob("*/spec.yaml"):
         try:
-            spn = (yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}).get("spn") or {}
+            data = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError):
             continue
-        old += "control" not in spn
+        old += "also_protocols" not in (data.get("dataset") or {})
     if old:
         print(
             f"cirbench: {runs} holds {old} run folders of an older spec schema (before "
@@ -252,6 +252,7 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
         state.mlflow_run_id = run.run_id
         if run.run_id:
             write_text_atomic(run_dir / "mlflow_run_id", run.run_id)
+        _record_bank(session, run_dir, run)
         _train_phases(session, state, start.checkpoint, run, run_dir, options)
         seconds = time.perf_counter() - began
         final = dict(state.best_metrics)
@@ -274,6 +275,27 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
     return result
 
 
+def _record_bank(session: Session, run_dir: Path, run: TrackedRun) -> None:
+    """What the SPN bank holds, in the run folder (``bank.json``) and in MLflow: its row
+    count, and the groups of pixel-identical images merged into one row."""
+    if session.spec.spn.negatives is None:
+        return
+    groups: dict[str, list[str]] = {}
+    for name, kept in session.same_as.items():
+        groups.setdefault(kept, [kept]).append(name)
+    record = {
+        "rows": len(session.pool_names),
+        "contents": session.spec.spn.negatives.bank,
+        "dedup": session.spec.spn.negatives.dedup,
+        "merged_images": len(session.same_as),
+        "duplicate_groups": groups,
+    }
+    if distributed.is_main():
+        write_json_atomic(run_dir / "bank.json", record)
+    run.log_metrics({"bank.rows": record["rows"], "bank.merged_images": len(session.same_as)})
+    run.log_dict(record, "bank.json")
+
+
 def _train_phases(
     session: Session,
     state: TrainState,
@@ -290,9 +312,13 @@ def _train_phases(
         if index < state.phase_index:
             continue
         phase = planned.phase
-        method.set_phase(phase.name if phase in method.phases else method.phases[-1].name)
+        default = phase.name if phase in method.phases else method.phases[-1].name
+        method.set_phase(planned.method_phase or default)
+        resuming = checkpoint is not None and checkpoint["state"]["phase_index"] == index
+        if not resuming and not session.spec.is_stage1:
+            method.begin_continuation(phase)  # from the stage-1 weights (not on resume)
         training = PhaseTraining.create(session, phase, index, planned.settings, planned.objective)
-        if checkpoint is not None and checkpoint["state"]["phase_index"] == index:
+        if resuming:
             _restore_phase(training, checkpoint)
         else:
             state.start_phase(index)
@@ -333,6 +359,7 @@ def _end_epoch(
             batch_size=spec.eval.batch_size,
             options=eval_options(spec.dataset),
             cache=session.cache if training.frozen else None,
+            also=extra_eval_options(spec.dataset),
         )
         if distributed.is_main()
         else None

@@ -15,7 +15,6 @@ generators seeded by (seed, phase, epoch).
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +31,6 @@ from bench.core.optim import build_optimizer, build_schedule
 from bench.core.runtime import autocast, grad_scaler
 from bench.evaluation.encode import Encoded, encode_cached
 from bench.images.transforms import to_model_input
-from bench.spn.negatives import BankObjective
 from bench.train.data import training_text
 from bench.train.session import Session
 from methods.base import CIRMethod, Phase, TrainBatch
@@ -57,7 +55,14 @@ def phase_optimizer(
     params: list[torch.nn.Parameter], cfg: TrainSpec, total_steps: int
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """The optimiser and schedule of one phase (``cfg``: the phase's settings)."""
-    optimizer = build_optimizer(params, cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(
+        params,
+        cfg.lr,
+        cfg.weight_decay,
+        betas=cfg.adam_betas,
+        eps=cfg.adam_eps,
+        decay=cfg.decay,
+    )
     schedule = build_schedule(optimizer, max(1, total_steps), cfg.warmup_ratio, cfg.schedule)
     return optimizer, schedule
 
@@ -78,7 +83,7 @@ class PhaseTraining:
     optimizer: torch.optim.AdamW
     schedule: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
-    objective: BankObjective | None
+    objective: torch.nn.Module | None  #: the bank's, or an in-batch loss replacing the method's
     frozen: bool  #: no image-side group trains: image features come from the cache
 
     @classmethod
@@ -88,14 +93,14 @@ class PhaseTraining:
         phase: Phase,
         index: int,
         settings: TrainSpec,
-        objective: BankObjective | None = None,
+        objective: torch.nn.Module | None = None,
     ) -> PhaseTraining:
         """Freeze what the phase does not train and build its optimiser and schedule."""
         params = set_trainable(session.method, phase)
         if objective is not None:
             objective.to(session.device)
             params += [p for p in objective.parameters() if p.requires_grad]
-        steps = math.ceil(len(session.epoch_triplets(0)) / settings.batch_size)
+        steps = len(batch_starts(len(session.epoch_triplets(0)), settings))
         optimizer, schedule = phase_optimizer(params, settings, steps * settings.epochs)
         params = [p for g in optimizer.param_groups for p in g["params"]]  # optimiser order
         frozen = phase.image_frozen(session.method)
@@ -152,14 +157,21 @@ def training_features(session: Session, frozen: bool, bank: bool) -> Encoded | N
     return encoded
 
 
+def batch_starts(n: int, settings: TrainSpec) -> range:
+    """First rows of an epoch's batches (``drop_last``: without the last partial batch)."""
+    end = n - n % settings.batch_size if settings.drop_last else n
+    return range(0, end, settings.batch_size)
+
+
 def _epoch_data(session: Session, run: PhaseTraining, epoch: int) -> EpochData:
     seed = epoch_seed(session.spec.seed, run.index, epoch)
     triplets = session.epoch_triplets(seed)
     order = torch.randperm(len(triplets), generator=torch.Generator().manual_seed(seed)).numpy()
     text_rng = random.Random(seed)
     texts = [training_text(t, session.data.format, text_rng) for t in triplets]
-    encoded = training_features(session, run.frozen, run.objective is not None)
-    if run.objective is not None and encoded is None:
+    bank = run.phase.objective == "bank"
+    encoded = training_features(session, run.frozen, bank)
+    if bank and encoded is None:
         raise CirbenchError(f"{run.phase.name}: the bank objective needs a frozen image side")
     return EpochData(
         order,
@@ -176,16 +188,18 @@ def train_epoch(
 ) -> tuple[float, float]:
     """One epoch of a phase; returns (mean loss, samples per second)."""
     data = _epoch_data(session, run, epoch)
-    session.method.train()
+    # the phase's mode: "eval" keeps dropout off and BatchNorm statistics fixed while the
+    # trainable parameters learn (the SPN reference's bank stages of TG-CIR and BLIP4CIR)
+    session.method.train(run.settings.mode == "train")
     total, count, start = 0.0, 0, time.perf_counter()
     batch_size = run.settings.batch_size
     bar = tqdm(
-        range(0, len(data.order), batch_size),
+        batch_starts(len(data.order), run.settings),
         desc=f"{run.phase.name} epoch {epoch + 1}/{run.settings.epochs}",
         disable=not session.progress,
         leave=False,
     )
-    step_fn = _bank_step if run.objective is not None else _batch_step
+    step_fn = _bank_step if run.phase.objective == "bank" else _batch_step
     for step, offset in enumerate(bar):
         global_idx = data.order[offset : offset + batch_size]
         run.optimizer.zero_grad(set_to_none=True)
@@ -247,9 +261,24 @@ def _batch_step(
         texts,
         run.scaler,
         run.params,
+        in_batch_loss(session.method, run.objective),
     )
     # every rank computed the same global loss: rank 0 counts it
     return loss, len(global_idx) if distributed.is_main() else 0
+
+
+def in_batch_loss(
+    method: CIRMethod, objective: torch.nn.Module | None
+) -> Callable[[TrainBatch], torch.Tensor]:
+    """The loss of an in-batch step: the method's own, or ``objective(query, target)``."""
+    if objective is None:
+        return method.training_loss
+
+    def loss(batch: TrainBatch) -> torch.Tensor:
+        query = method.encode_query(batch.reference, batch.tokens)
+        return objective(query.float(), batch.target.float())
+
+    return loss
 
 
 def _check_finite(loss: torch.Tensor, phase: Phase, epoch: int, step: int) -> None:
@@ -269,6 +298,7 @@ def _in_batch_step(
     texts: list[str],
     scaler: torch.amp.GradScaler,
     params: list[torch.nn.Parameter],
+    loss_fn: Callable[[TrainBatch], torch.Tensor],
 ) -> torch.Tensor:
     """Loss and backward pass of one in-batch step (the method's own objective over the
     global batch), leaving this rank's gradients in ``.grad``.
@@ -312,7 +342,7 @@ def _in_batch_step(
             tokens=tokens,
             texts=texts,
         )
-        loss = method.training_loss(batch)
+        loss = loss_fn(batch)
     if not torch.isfinite(loss):
         return loss  # the caller reports it
     # one process: the whole backward pass; torchrun: part 1, to the direct parameters and

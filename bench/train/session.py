@@ -17,6 +17,7 @@ from bench.core.paths import cache_dir, home
 from bench.core.runtime import seed_everything, select_device
 from bench.evaluation.encode import SplitImages
 from bench.formats.records import CIRSplit, TrainTriplet
+from bench.images.dedup import duplicate_groups, pixel_digests
 from bench.images.pixels import load_pixels
 from bench.images.transforms import TargetPadTransform
 from bench.spn.modifiers import active_modifiers
@@ -51,6 +52,8 @@ class Session:
     generated: list[TrainTriplet] = field(default_factory=list)
     progress: bool = True
     features_in_ram: bool = False  # see bench.train.loop.training_features
+    #: name -> the pool image standing for it (pixel-identical images share one row)
+    same_as: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pool_index = {n: i for i, n in enumerate(self.pool_names)}
@@ -60,7 +63,9 @@ class Session:
         return epoch_triplets(self.spec.spn, self.data.train, self.generated, seed)
 
     def rows(self, names: list[str]) -> np.ndarray:
-        return np.fromiter((self.pool_index[n] for n in names), dtype=np.int64, count=len(names))
+        """Pool rows of images (a duplicate's row is its group's)."""
+        index, same = self.pool_index, self.same_as
+        return np.fromiter((index[same.get(n, n)] for n in names), np.int64, count=len(names))
 
 
 def _split_images(
@@ -101,17 +106,9 @@ def build_session(
     method = create_method(spec.method.name, backbone, spec.method.params).to(device)
     cache = ArrayCache(cache_dir())
 
-    paths: dict[str, Path] = {}
-    for split in data.train_split:
-        paths.update(split.image_paths)
     extras = [m.extra_triplets(spec, data.root, cache, progress) for m in active_modifiers(spec)]
-    if spec.spn.zero_shot:  # the bank and the pool hold the generated images only
-        paths = {}
-    generated: list[TrainTriplet] = []
-    for triplets, extra_paths in extras:
-        generated += triplets
-        paths.update(extra_paths)
-    pool_names = list(paths)
+    generated = [t for triplets, _ in extras for t in triplets]
+    pool_names, paths, same_as = training_pool(spec, data, generated, extras, progress)
     transform = backbone.transform
     pool_pixels = load_pixels(
         cache, pool_names, paths, transform, progress=progress, desc="train images"
@@ -130,4 +127,38 @@ def build_session(
         cache,
         generated,
         progress,
+        same_as=same_as,
     )
+
+
+def training_pool(
+    spec: ExperimentSpec,
+    data: ExperimentData,
+    generated: list[TrainTriplet],
+    extras: list[tuple[list[TrainTriplet], dict[str, Path]]],
+    progress: bool,
+) -> tuple[list[str], dict[str, Path], dict[str, str]]:
+    """(names, paths, duplicates) of the training pool, the images whose target vectors
+    the SPN bank holds: every image of the run's triplets (human and generated; zero-shot:
+    generated only), or with ``spn.negatives.bank: split`` also every other image of the
+    train split files. With ``spn.negatives.dedup`` pixel-identical images are one row:
+    ``duplicates`` maps each merged name to the name that stands for it."""
+    paths: dict[str, Path] = {}
+    if not spec.spn.zero_shot:  # a zero-shot run uses no human image
+        for split in data.train_split:
+            paths.update(split.image_paths)
+    for _, extra_paths in extras:
+        paths.update(extra_paths)
+    negatives = spec.spn.negatives
+    triplets = ([] if spec.spn.zero_shot else data.train) + generated
+    used = {n for t in triplets for n in (t.reference, t.target)}
+    if negatives is not None and negatives.bank == "split":
+        names = list(paths)
+    else:
+        names = [n for n in paths if n in used]
+    if negatives is None or not negatives.dedup:
+        return names, {n: paths[n] for n in names}, {}
+    digests = pixel_digests(names, paths, cache_dir(), progress=progress)
+    groups = duplicate_groups(digests)
+    kept = [n for n in names if groups[n] == n]
+    return kept, {n: paths[n] for n in kept}, {n: g for n, g in groups.items() if n != g}

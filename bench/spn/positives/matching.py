@@ -104,6 +104,18 @@ def embed_images(
 # --------------------------------------------------------------------------- sampling
 
 
+def window_ranks(
+    rank_lo: int | float, rank_hi: int | float | None, n: int
+) -> tuple[int, int | None]:
+    """A rank window with shares of the pool (floats in (0, 1]) turned into ranks of a pool
+    of ``n`` images (a window scaled to the pool, as the synthetic recipe writes it)."""
+    lo = max(1, int(rank_lo * n)) if isinstance(rank_lo, float) else rank_lo
+    if rank_hi is None:
+        return lo, None
+    hi = max(lo + 1, int(rank_hi * n)) if isinstance(rank_hi, float) else rank_hi
+    return lo, hi
+
+
 def window_bounds(n: int, rank_lo: int, rank_hi: int | None) -> tuple[int, int]:
     """The rank window ``[lo, hi)`` clipped to a pool of ``n`` images (``hi=None``: to the
     end); an empty window is an error naming the numbers."""

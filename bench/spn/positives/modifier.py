@@ -17,12 +17,20 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
+
 from bench.config import ExperimentSpec, SPNSpec
 from bench.core.arrays import ArrayCache
 from bench.formats.records import TrainTriplet
-from bench.spn.modifiers import Modifier, PlannedPhase, register_modifier
+from bench.spn.modifiers import (
+    Modifier,
+    PlannedPhase,
+    method_phase,
+    register_modifier,
+    stage_groups,
+)
 from bench.spn.positives.pipeline import build_positives
-from methods.base import CIRMethod, Phase
+from methods.base import CIRMethod, Phase, target_scores
 
 #: The name of P's continuation phase.
 SPN_POSITIVES = "spn_positives"
@@ -85,14 +93,28 @@ class PositiveScaling(Modifier):
         if not spec.spn.composition.continues:
             return None
         pt = spec.spn.positives_train
-        settings = spec.train.model_copy(
-            update={
-                "epochs": pt.epochs,
-                "lr": pt.lr or spec.train.lr,
-                "batch_size": pt.batch_size or spec.train.batch_size,
-            }
+        settings = spec.train.with_overrides(pt)
+        every = tuple(method.parameter_groups())
+        trains = stage_groups(method, pt.trains, every, "spn.positives_train.trains")
+        objective = None if pt.tau is None else InBatchInfoNCE(pt.tau)
+        query = (
+            None
+            if pt.phase is None
+            else method_phase(method, pt.phase, "spn.positives_train.phase")
         )
-        groups = tuple(method.parameter_groups())
-        return PlannedPhase(
-            Phase(SPN_POSITIVES, groups, "fine-tune on human + generated triplets"), settings
-        )
+        phase = Phase(SPN_POSITIVES, trains, "fine-tune on human + generated triplets")
+        return PlannedPhase(phase, settings, objective, query)
+
+
+class InBatchInfoNCE(torch.nn.Module):
+    """InfoNCE of each query against the batch's targets at a fixed temperature, in place of
+    the method's own loss (CLIP4CIR's P in the reference: sum fusion at tau 0.02)."""
+
+    def __init__(self, tau: float) -> None:
+        super().__init__()
+        self.tau = tau
+
+    def forward(self, query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = target_scores(query, target) / self.tau
+        labels = torch.arange(query.shape[0], device=query.device)
+        return torch.nn.functional.cross_entropy(logits, labels)

@@ -56,10 +56,16 @@ from bench.formats.generated import (
 from bench.formats.records import GeneratedTriplet
 from bench.spn.positives.captioners import Captioner, make_captioner
 from bench.spn.positives.dedup import DedupResult, deduplicate
-from bench.spn.positives.matching import cap_total, embed_images, embedding_key, match_pairs
+from bench.spn.positives.matching import (
+    cap_total,
+    embed_images,
+    embedding_key,
+    match_pairs,
+    window_ranks,
+)
 from bench.spn.positives.pool import PoolGroup, resolve_pool
 from bench.spn.positives.provenance import GENERATOR, provenance_record
-from bench.spn.positives.templates import TemplateComposer
+from bench.spn.positives.templates import TemplateComposer, text_limit
 
 
 @dataclass
@@ -238,25 +244,27 @@ class PositivesBuild:
         return self._dedup
 
     def captions(self) -> dict[str | None, dict[str, str]]:
-        """name -> caption of the kept images, per group."""
+        """name -> caption of the kept images, per group (each image with the prompt of its
+        own category: a merged group is captioned one category at a time)."""
         if self._captions is None:
-            out = {}
+            out: dict[str | None, dict[str, str]] = {}
             captioner = self.captioner
             for group in self.groups():
                 kept = self.dedup()[group.category].kept
-                journal = (
-                    self.store
-                    / "captions"
-                    / f"{digest(captioner.describe(), group.category)}.jsonl"
-                )
-                calls = captioner.calls
-                out[group.category] = self._timed(
-                    "captions",
-                    lambda g=group, kept=kept, journal=journal: captioner.caption(
-                        kept, g.paths, category=g.category, journal=journal
-                    ),
-                )
-                self._mark("captions", captioner.calls > calls)
+                out[group.category] = {}
+                for category in dict.fromkeys(group.category_of(n) for n in kept):
+                    names = [n for n in kept if group.category_of(n) == category]
+                    journal = (
+                        self.store / "captions" / f"{digest(captioner.describe(), category)}.jsonl"
+                    )
+                    calls = captioner.calls
+                    out[group.category] |= self._timed(
+                        "captions",
+                        lambda g=group, names=names, c=category, j=journal: captioner.caption(
+                            names, g.paths, category=c, journal=j
+                        ),
+                    )
+                    self._mark("captions", captioner.calls > calls)
             self._captions = out
         return self._captions
 
@@ -286,7 +294,8 @@ class PositivesBuild:
                     source = emb_key
                 else:
                     x, source = None, image_list_digest(kept, group.paths)
-                window = (spec.rank_lo, spec.rank_hi) if spec.mode == "window" else None
+                lo, hi = window_ranks(spec.rank_lo, spec.rank_hi, len(kept))
+                window = (lo, hi) if spec.mode == "window" else None
                 key = digest(
                     "match",
                     source,
@@ -301,7 +310,11 @@ class PositivesBuild:
                 misses = self.cache.stats.misses
 
                 def compute(
-                    x: np.ndarray | None = x, n: int = len(kept), refs: Any = refs
+                    x: np.ndarray | None = x,
+                    n: int = len(kept),
+                    refs: Any = refs,
+                    lo: int = lo,
+                    hi: int | None = hi,
                 ) -> np.ndarray:
                     return match_pairs(
                         n,
@@ -309,8 +322,8 @@ class PositivesBuild:
                         k=spec.k,
                         seed=spec.seed,
                         embeddings=x,
-                        rank_lo=spec.rank_lo,
-                        rank_hi=spec.rank_hi,
+                        rank_lo=lo,
+                        rank_hi=hi,
                         references=refs,
                         progress=self.progress,
                     )
@@ -328,31 +341,37 @@ class PositivesBuild:
         return self._pairs
 
     def triplets(self) -> list[GeneratedTriplet]:
-        """Pairs of all groups, capped at ``K`` (seeded), each with its templated text."""
+        """Pairs of all groups, capped at ``K`` (seeded), each with its templated text (a
+        text over ``max_text_tokens`` CLIP tokens falls back to the target caption)."""
         spec = self.spec
-        rows: list[tuple[str | None, str, str]] = []
+        rows: list[tuple[PoolGroup, str, str]] = []
         captions = self.captions()
         for group in self.groups():
             kept = self.dedup()[group.category].kept
             for ref, tgt in self.pairs()[group.category][1]:
-                rows.append((group.category, kept[ref], kept[tgt]))
-        selected = [rows[i] for i in cap_total(len(rows), spec.K, spec.seed)]
+                rows.append((group, kept[ref], kept[tgt]))
+        cap = max(1, round(spec.K * len(rows))) if isinstance(spec.K, float) else spec.K
+        selected = [rows[i] for i in cap_total(len(rows), cap, spec.seed)]
         composer = TemplateComposer(spec.templates, seed=spec.seed)
-        texts = composer.compose_all([(captions[c][r], captions[c][t]) for c, r, t in selected])
+        pairs = [(captions[g.category][r], captions[g.category][t]) for g, r, t in selected]
+        texts = composer.compose_all(pairs)
         self.total_pairs = len(rows)
+        fit = text_limit(spec.max_text_tokens)
         out = []
-        for (category, ref, tgt), composed in zip(selected, texts, strict=True):
+        for (group, ref, tgt), composed in zip(selected, texts, strict=True):
+            category = group.category_of(ref)
             source = f"{category}/extend_{spec.name}" if category else f"extend_{spec.name}"
+            target_caption = captions[group.category][tgt]
             out.append(
                 GeneratedTriplet(
                     ref,
                     tgt,
-                    composed.text,
+                    fit(composed.text, target_caption),
                     source,
                     category,
-                    composed.alternative,
-                    captions[category][ref],
-                    captions[category][tgt],
+                    fit(composed.alternative, target_caption),
+                    captions[group.category][ref],
+                    target_caption,
                 )
             )
         return out
@@ -380,20 +399,9 @@ class PositivesBuild:
             self.steps["write"] = "cached"
             provenance = old
         else:
-            outside = (
-                {}
-                if spec.pool == "train"
-                else {
-                    n: g.paths[n]
-                    for g in groups
-                    for n in {
-                        x
-                        for t in triplets
-                        if t.category == g.category
-                        for x in (t.reference, t.target)
-                    }
-                }
-            )
+            every = {n: p for g in groups for n, p in g.paths.items()}
+            used = {x for t in triplets for x in (t.reference, t.target)}
+            outside = {} if spec.pool == "train" else {n: every[n] for n in sorted(used)}
             provenance = self._provenance(build_key, triplets, groups)
             self._timed(
                 "write",

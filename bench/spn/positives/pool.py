@@ -1,6 +1,8 @@
 """The pool of a positives build: the images to caption and pair, in groups.
 
-One group per FashionIQ category, one for CIRR and CIRCO. The pool kinds (``spec.pool``):
+One group per FashionIQ category, one for CIRR and CIRCO; with ``merge_categories`` the
+categories' groups become one (the reference ranks FashionIQ's images in one pool), each
+image remembering its category. The pool kinds (``spec.pool``):
 
 * ``train``: the dataset's own training images (in-domain);
 * ``pool``: the synthetic benchmark's unlabeled pool (``<synthetic root>/pool``); for CIRCO,
@@ -30,6 +32,23 @@ class PoolGroup:
     names: list[str]
     paths: dict[str, Path]
     train_references: set[str] = field(default_factory=set)
+    #: name -> category of a merged group's images (empty: every image is ``category``'s)
+    image_category: dict[str, str] = field(default_factory=dict)
+
+    def category_of(self, name: str) -> str | None:
+        return self.image_category.get(name, self.category)
+
+
+def merge_groups(groups: list[PoolGroup]) -> PoolGroup:
+    """One group holding every image of ``groups`` (in order), categories remembered."""
+    merged = PoolGroup(None, [], {})
+    for group in groups:
+        merged.names += group.names
+        merged.paths.update(group.paths)
+        merged.train_references |= group.train_references
+        if group.category is not None:
+            merged.image_category.update(dict.fromkeys(group.names, group.category))
+    return merged
 
 
 def _scan_folder(folder: Path) -> dict[str, Path]:
@@ -45,7 +64,14 @@ def _scan_folder(folder: Path) -> dict[str, Path]:
 
 
 def resolve_pool(root: Path, fmt: DatasetFormat, spec: PositivesSpec) -> list[PoolGroup]:
-    """The pool's groups (see the module docstring for the pool kinds)."""
+    """The pool's groups (see the module docstring), merged with ``merge_categories``."""
+    groups = _pool_groups(root, fmt, spec)
+    if spec.merge_categories and len(groups) > 1:
+        return [merge_groups(groups)]
+    return groups
+
+
+def _pool_groups(root: Path, fmt: DatasetFormat, spec: PositivesSpec) -> list[PoolGroup]:
     groups: list[PoolGroup] = []
     if spec.pool == "train" and fmt.train_split is None:
         raise ValueError(

@@ -10,10 +10,12 @@ generator, so the same seed gives the same texts.
 
 from __future__ import annotations
 
+import functools
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 INSTEAD = "{target} instead of {reference}"
 UNLIKE = "Unlike {reference}, I want {target}"
@@ -87,3 +89,29 @@ class TemplateComposer:
                 )
             )
         return out
+
+
+@functools.cache
+def _clip_tokenizer() -> Any:
+    from open_clip.tokenizer import SimpleTokenizer  # third-party, its BPE vocabulary read once
+
+    return SimpleTokenizer()
+
+
+def clip_token_count(text: str) -> int:
+    """CLIP's tokens of a text, start and end tokens included (``clip.tokenize`` refuses a
+    text over 77 of them)."""
+    return len(_clip_tokenizer().encode(text)) + 2
+
+
+def text_limit(max_tokens: int | None) -> Callable[[str, str], str]:
+    """``fit(text, target_caption)``: the text, or the cleaned target caption when the text
+    has more than ``max_tokens`` CLIP tokens (the reference's fallback); the identity for
+    ``None``."""
+
+    def fit(text: str, target_caption: str) -> str:
+        if max_tokens is None or clip_token_count(text) <= max_tokens:
+            return text
+        return clean_caption(target_caption)
+
+    return fit
