@@ -26,7 +26,11 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``sweep``, ``report`` and ``ablate``."""
     parser.add_argument("--profile", default="default", help="quick | default | full")
     parser.add_argument(
-        "--data-root", type=Path, help="real FashionIQ / CIRR folder (paper hyperparameters)"
+        "--data-root",
+        action="append",
+        metavar="DIR|FORMAT=DIR",
+        help="real data (the methods' published settings): a folder holding fashionIQ_dataset/, "
+        "cirr_dataset/, CIRCO/ (the reference layout), or FORMAT=DIR per format (repeatable)",
     )
     parser.add_argument("--storage", help="Optuna storage URL of study suites")
     parser.add_argument("--methods", nargs="+", help="only these methods (default: the suite's)")

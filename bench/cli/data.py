@@ -6,17 +6,34 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.core.errors import CirbenchError
 from bench.formats import format_names
+from bench.formats.records import CIRSplit
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
     from bench.formats.stats import dataset_stats, format_stats
 
-    stats = dataset_stats(args.format, args.root, images=not args.no_images)
+    per_split = None if args.no_duplicates else _duplicates
+    stats = dataset_stats(args.format, args.root, images=not args.no_images, per_split=per_split)
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 1 if args.strict and stats["errors"] else 0
+
+
+def _duplicates(split: CIRSplit) -> dict[str, Any]:
+    """Pixel-identical images of a split: how many would merge into another's bank row
+    (``spn.negatives.dedup``) and in how many groups; digests cached like the run's."""
+    from bench.core.paths import cache_dir
+    from bench.images.dedup import duplicate_groups, pixel_digests
+
+    names = [n for n in split.gallery if n in split.image_paths and split.image_paths[n].is_file()]
+    groups = duplicate_groups(pixel_digests(names, split.image_paths, cache_dir()))
+    merged = [n for n, kept in groups.items() if n != kept]
+    return {
+        "duplicates": {"merged_images": len(merged), "groups": len({groups[n] for n in merged})}
+    }
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -57,6 +74,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.add_argument(
         "--no-images", action="store_true", help="annotations only: do not look for image files"
+    )
+    stats.add_argument(
+        "--no-duplicates",
+        action="store_true",
+        help="skip counting pixel-identical images (decodes every image once, then cached)",
     )
     stats.add_argument(
         "--strict", action="store_true", help="exit with status 1 when any error is found"

@@ -10,8 +10,33 @@ from pathlib import Path
 from bench.cli.common import add_suite_arguments
 
 
+def _print_dry_run(suites: list[str], args: argparse.Namespace) -> int:
+    """Every point's resolved spec and plan: JSON lines with ``--json``, else a summary."""
+    from bench.runner.dryrun import dry_run
+
+    for name in suites:
+        records = dry_run(
+            name,
+            profile=args.profile,
+            data_root=args.data_root,
+            seeds=tuple(args.seeds) if args.seeds else None,
+            methods=tuple(args.methods) if args.methods else None,
+            overrides=tuple(getattr(args, "set", ()) or ()),
+        )
+        for record in records:
+            if args.json:
+                print(json.dumps(record, sort_keys=True))
+            else:
+                plan = ", ".join(f"{k}: {v}" for k, v in record["plan"].items())
+                print(f"{record['suite']}: {record['point']} -> {record['run']} ({plan})")
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from bench.runner.ablate import sweep
+
+    if args.dry_run:
+        return _print_dry_run([args.suite], args)
 
     result = sweep(
         args.suite,
@@ -58,6 +83,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from bench.runner.ablate import ABLATE_SUITES, ablate, expand_suite_names
 
+    if args.dry_run:
+        return _print_dry_run(list(expand_suite_names(args.suites or ABLATE_SUITES)), args)
+
     seconds = ablate(
         profile=args.profile,
         suites=expand_suite_names(args.suites or ABLATE_SUITES),
@@ -88,6 +116,15 @@ def _cmd_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dry_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what every point would run (resolved spec and plan); train nothing",
+    )
+    parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON per point")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     sweep = commands.add_parser("sweep", help="run a suite's grid or Optuna study (resumable)")
     sweep.add_argument("suite", help="suite name in experiments/ (see `cirbench suites`)")
@@ -96,6 +133,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--workers", type=int, default=1, help="worker processes")
     sweep.add_argument("--trials", type=int, help="study trials in total (default: profile's)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_dry_run_arguments(sweep)
     sweep.set_defaults(handler=_cmd_sweep)
 
     report = commands.add_parser("report", help="tables and plots of a suite from MLflow runs")
@@ -116,6 +154,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ablate.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
     ablate.add_argument("--workers", type=int, default=1)
     ablate.add_argument("--out", type=Path, default=Path("reports"))
+    _add_dry_run_arguments(ablate)
     ablate.set_defaults(handler=_cmd_ablate)
 
     suites = commands.add_parser("suites", help="list the experiment suites and profiles")

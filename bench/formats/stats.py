@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ def _split_entry(split: CIRSplit, captions_present: bool) -> dict[str, Any]:
     }
 
 
-def dataset_stats(fmt: str, root: str | Path, *, images: bool = True) -> dict[str, Any]:
+def dataset_stats(
+    fmt: str,
+    root: str | Path,
+    *,
+    images: bool = True,
+    per_split: Callable[[CIRSplit], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Read every split present under ``root`` leniently and summarise it.
 
     Returns ``{"format", "root", "images_checked", "splits": {...}, "errors", "warnings"}``
@@ -29,6 +36,8 @@ def dataset_stats(fmt: str, root: str | Path, *, images: bool = True) -> dict[st
     downloaded). Entries of a format with several ground truths per query (CIRCO) add
     ``mean_gt`` (``None`` for a split without ground truths) and have ``images`` ``None``
     when the gallery is unknown (no image index file and images not checked).
+    ``per_split`` adds its keys to the entry of every split whose images were checked (the
+    CLI's duplicate count, which needs the image layer).
     """
     root = Path(root)
     dataset = get_format(fmt)
@@ -44,6 +53,8 @@ def dataset_stats(fmt: str, root: str | Path, *, images: bool = True) -> dict[st
         if not captions:
             data.findings = [f for f in data.findings if f.file != str(files.captions)]
         entry = _split_entry(data, captions)
+        if per_split is not None and images and data.image_paths:
+            entry.update(per_split(data))
         if files.images is None:  # the gallery comes with the annotations (CIRCO)
             if not images and not data.gallery:
                 entry["images"] = None
@@ -92,6 +103,8 @@ def format_stats(stats: dict[str, Any]) -> str:
             row = (label, queries, images, str(entry["errors"]))
             if "mean_gt" in entry:
                 row += ("-" if entry["mean_gt"] is None else f"{entry['mean_gt']:.2f}",)
+            if "duplicates" in entry:
+                row += (str(entry["duplicates"]["merged_images"]),)
             rows.append(row)
             for f in entry["findings"]:
                 where = f["file"] + (f": record {f['record']}" if f["record"] is not None else "")
@@ -100,6 +113,8 @@ def format_stats(stats: dict[str, Any]) -> str:
     header: tuple[str, ...] = ("split", "queries", "images", "errors")
     if any("mean_gt" in e for e in _entries(stats)):
         header += ("mean gt",)
+    if any("duplicates" in e for e in _entries(stats)):
+        header += ("duplicates",)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"{stats['format']} at {stats['root']} (images checked: {stats['images_checked']})"]
     for row in [header, *rows]:

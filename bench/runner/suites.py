@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bench.config import (
     ExperimentSpec,
@@ -37,9 +38,9 @@ from bench.config import (
     read_yaml,
     validation_problems,
 )
-from bench.formats import get_format
-from bench.runner.bases import method_base, methods_with_bases
-from bench.runner.paths import SUITES_DIR
+from bench.config.bases import method_base, methods_with_bases
+from bench.config.paths import SUITES_DIR
+from bench.formats import format_names, get_format
 from bench.runner.profiles import Profile
 from bench.runner.recipes import composition_spn
 from bench.spn.compositions import COMPOSITIONS
@@ -82,9 +83,16 @@ class SuiteSpec(Strict):
     axes: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
     #: dotted KEY=VALUE overrides for every spec of the suite (e.g. a tuned stage-2 lr)
     overrides: tuple[str, ...] = ()
+    #: "synthetic" / "real" -> dotted overrides for that profile's specs (a recipe of the
+    #: suite's own, e.g. the zero-shot CLIP of the reference on real data)
+    profile_overrides: dict[Literal["synthetic", "real"], tuple[str, ...]] = Field(
+        default_factory=dict
+    )
     #: dataset format -> dotted overrides for that dataset's specs
     dataset_overrides: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     study: StudySpec | None = None
+    #: splits whose test-server files every finished point writes (CIRR: [test1])
+    submissions: tuple[str, ...] = ()
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     @field_validator("compositions")
@@ -101,6 +109,13 @@ class SuiteSpec(Strict):
         for name in value:
             get_format(name)
         return value
+
+    @model_validator(mode="after")
+    def _submissions_exist(self) -> SuiteSpec:
+        for name in self.datasets if self.submissions else ():
+            if not get_format(name).has_submission:
+                raise ValueError(f"submissions: {name} has no test-server submission format")
+        return self
 
     def method_names(self) -> list[str]:
         return methods_with_bases() if self.methods == "all" else list(self.methods)
@@ -155,13 +170,56 @@ class Point:
         return f"{self.method} {self.dataset} {self.composition} seed {self.seed} {extra}".strip()
 
 
+DataRoots = str | Path | Sequence[str | Path] | None
+
+
+def resolve_data_roots(given: DataRoots, datasets: Iterable[str]) -> dict[str, Path] | None:
+    """The folder of each dataset format of a suite on real data (``None``: synthetic).
+
+    ``given`` holds ``FORMAT=DIR`` entries (that format's folder) and plain folders: a
+    parent in the reference layout (``fashionIQ_dataset/``, ``cirr_dataset/`` with its
+    ``cirr/`` annotations, ``CIRCO/``; the names each format lists in
+    ``reference_folders``) or a format's own folder. A format that no entry provides is an
+    error naming the folders looked for, before any work.
+    """
+    if given is None or (not isinstance(given, str | Path) and not given):
+        return None
+    items = [given] if isinstance(given, str | Path) else list(given)
+    explicit: dict[str, Path] = {}
+    parents: list[Path] = []
+    for item in map(str, items):
+        name, sep, folder = item.partition("=")
+        if sep and name in format_names():
+            explicit[name] = Path(folder).expanduser().resolve()
+        else:
+            parents.append(Path(item).expanduser().resolve())
+    return {name: _data_root(name, explicit, parents) for name in dict.fromkeys(datasets)}
+
+
+def _data_root(name: str, explicit: dict[str, Path], parents: list[Path]) -> Path:
+    fmt = get_format(name)
+    if name in explicit:
+        candidates = [explicit[name]]
+    else:
+        candidates = [p / f for p in parents for f in fmt.reference_folders] + parents
+    for folder in candidates:
+        if folder.is_dir() and fmt.looks_like(folder):
+            return folder
+    looked = ", ".join(str(c) for c in candidates)
+    raise SpecError(
+        f"--data-root: no {fmt.title} folder with its annotation files found (looked at "
+        f"{looked}); pass the parent of {fmt.reference_folders[0]}/ or {name}=DIR"
+    )
+
+
 @dataclass
 class SuiteRun:
-    """A suite resolved against a profile (and real data, when given)."""
+    """A suite resolved against a profile (and real data, when given: ``data_roots`` maps
+    each format of the suite to its folder, see :func:`resolve_data_roots`)."""
 
     suite: SuiteSpec
     profile: Profile
-    data_root: Path | None = None
+    data_roots: dict[str, Path] | None = None
     seeds_override: tuple[int, ...] | None = None
     extra_overrides: tuple[str, ...] = field(default_factory=tuple)
     #: Optuna storage URL of a study suite (None: the default journal file)
@@ -174,7 +232,7 @@ class SuiteRun:
 
     @property
     def real(self) -> bool:
-        return self.data_root is not None
+        return self.data_roots is not None
 
     @property
     def experiment(self) -> str:
@@ -206,9 +264,9 @@ class SuiteRun:
         """The resolved spec of ``point`` (see the module docstring)."""
         base = method_base(point.method, "real" if self.real else "synthetic", point.dataset)
         method_spn = base.pop("spn", {}) or {}
-        dataset: dict[str, Any] = {"format": point.dataset}
-        if self.real:
-            dataset["root"] = str(self.data_root)
+        dataset: dict[str, Any] = {**(base.pop("dataset", None) or {}), "format": point.dataset}
+        if self.data_roots is not None:
+            dataset["root"] = str(self.data_roots[point.dataset])
         else:
             dataset["root"] = "synthetic"
             dataset["synthetic_size"] = self.profile.synthetic_size
@@ -234,6 +292,7 @@ class SuiteRun:
         all_overrides = [
             *self.profile.overrides,
             *self.suite.overrides,
+            *self.suite.profile_overrides.get("real" if self.real else "synthetic", ()),
             *self.suite.dataset_overrides.get(point.dataset, ()),
             *(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in point.extra),
             *self.extra_overrides,
