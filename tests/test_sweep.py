@@ -7,6 +7,7 @@ a journal file or a PostgreSQL server on loopback, reports are read back from ML
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -102,7 +103,7 @@ def test_suite_overrides_reach_only_the_modifier_they_name():
     tuned, plain = quick_run("bank_size_tuned_lr"), quick_run("bank_size")
     n_point = Point("clip4cir", "fashioniq", "N", 0)
     assert tuned.spec(n_point).spn.negatives.lr == 5.0e-4
-    assert plain.spec(n_point).spn.negatives.lr is None  # the method's paper default
+    assert plain.spec(n_point).spn.negatives.lr == 2.0e-5  # the method's recipe
     # the stage-1 point of the tuned study is the plain study's: one stage 1 for both
     none = Point("clip4cir", "fashioniq", "none", 0)
     assert tuned.spec(none).spn.negatives is None
@@ -373,6 +374,13 @@ def test_quick_ablate_writes_every_suite_report(tmp_path):
     assert "| ZS+N |" in zs_table and "| ZS-ood+N |" in zs_table
     for plot in ("positives_count/positives_count_K.png", "zero_shot/zero_shot_bars.png"):
         assert (out / plot).stat().st_size > 5000
+    # Table 3's points wrote their CIRR test1 files (both server metrics), listed in the report
+    files = sorted((out / "table3_cirr" / "submissions").glob("*/test1/*.json"))
+    folders = {f.parent.parent.name for f in files}
+    assert {f.split("_")[1] for f in folders} == {"cirr"} and len(folders) >= 2
+    assert len(files) == 2 * len(folders)
+    assert all(json.loads(f.read_text())["version"] == "rc2" for f in files)
+    assert "Test-server submissions (test1)" in (out / "table3_cirr" / "index.md").read_text()
 
 
 def test_suite_groups_expand_in_order_without_repeats():

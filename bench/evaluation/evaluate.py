@@ -22,6 +22,22 @@ def evaluate_split(
     cache: ArrayCache | None = None,
 ) -> dict[str, float]:
     """Official metrics of one split (one FashionIQ category or one CIRR / CIRCO split)."""
+    [metrics] = split_metrics_under(
+        method, images, device, [options or EvalOptions()], batch_size=batch_size, cache=cache
+    )
+    return metrics
+
+
+def split_metrics_under(
+    method: CIRMethod,
+    images: SplitImages,
+    device: torch.device,
+    options: Sequence[EvalOptions],
+    *,
+    batch_size: int = 256,
+    cache: ArrayCache | None = None,
+) -> list[dict[str, float]]:
+    """One split's metrics under each of several scoring options, encoded once."""
     split = images.split
     if not split.has_targets:
         raise ValueError(f"{split.dataset} {split.name} has no targets; use `cirbench submit`")
@@ -32,10 +48,8 @@ def evaluate_split(
         queries = query_features(method, images, encoded, device, batch_size)
     finally:
         method.train(was_training)
-    fmt = get_format(split.dataset)
-    return fmt.split_metrics(
-        split, queries, encoded.target_matrix(), options or EvalOptions(), images.rows
-    )
+    fmt, targets = get_format(split.dataset), encoded.target_matrix()
+    return [fmt.split_metrics(split, queries, targets, o, images.rows) for o in options]
 
 
 def evaluate_splits(
@@ -46,13 +60,21 @@ def evaluate_splits(
     batch_size: int = 256,
     options: EvalOptions | None = None,
     cache: ArrayCache | None = None,
+    also: Sequence[EvalOptions] = (),
 ) -> dict[str, float]:
     """Metrics over all evaluation splits, combined as their format says (FashionIQ: per
-    category and averages)."""
-    per_group = {
-        s.split.category: evaluate_split(
-            method, s, device, batch_size=batch_size, options=options, cache=cache
+    category and averages). ``also``: other scoring options whose metrics are added with
+    their protocol's name as prefix (``full_gallery.Rmean``)."""
+    every = [options or EvalOptions(), *also]
+    per_split = {
+        s.split.category: split_metrics_under(
+            method, s, device, every, batch_size=batch_size, cache=cache
         )
         for s in splits
     }
-    return get_format(splits[0].split.dataset).aggregate(per_group)
+    fmt = get_format(splits[0].split.dataset)
+    out = fmt.aggregate({group: metrics[0] for group, metrics in per_split.items()})
+    for index, extra in enumerate(every[1:], start=1):
+        aggregated = fmt.aggregate({group: m[index] for group, m in per_split.items()})
+        out.update({f"{fmt.protocol_name(extra)}.{k}": v for k, v in aggregated.items()})
+    return out

@@ -73,6 +73,9 @@ class DatasetFormat(ABC):
     #: Which images of the synthetic benchmark's unlabeled pool serve ``pool: pool``
     #: (the pool's ``dataset`` field).
     synthetic_pool_kind: ClassVar[str] = ""
+    #: The folder names the format's dataset has in the reference layout of a data root
+    #: (``--data-root DIR`` holding ``fashionIQ_dataset/``, ``cirr_dataset/``, ...).
+    reference_folders: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ reading
     def groups(self, categories: Sequence[str] | None = None) -> list[str | None]:
@@ -103,6 +106,13 @@ class DatasetFormat(ABC):
     def split_files(self, root: Path) -> list[SplitFiles]:
         """Every (group, split) whose files statistics look for under ``root``."""
 
+    def looks_like(self, root: Path) -> bool:
+        """True when ``root`` holds annotation files of this format."""
+        return any(
+            f.captions.is_file() or (f.images is not None and f.images.is_file())
+            for f in self.split_files(Path(root))
+        )
+
     def train_image_paths(self, root: Path) -> dict[str, Path]:
         """Every training image (name -> path) named by the split files, without reading
         captions; empty for a format without a training split."""
@@ -118,6 +128,11 @@ class DatasetFormat(ABC):
         return captions[0]
 
     # ------------------------------------------------------------------ metrics
+    def protocol_name(self, options: EvalOptions) -> str:
+        """The name of the scoring protocol ``options`` select, as the published tables'
+        ``protocol`` column spells it (one protocol: ``standard``)."""
+        return "standard"
+
     @abstractmethod
     def split_metrics(
         self,

@@ -53,7 +53,10 @@ from bench.formats.validation import (
 )
 from bench.metrics import (
     check_cirr_submission,
+    cirr_metrics,
     cirr_metrics_from_features,
+    cirr_submission_from_scores,
+    max_similarity,
     subset_topk_names,
     topk_names,
     write_cirr_submission,
@@ -413,6 +416,7 @@ class CirrFormat(DatasetFormat):
     headline_metric = "Rmean"
     report_columns = ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Rmean")
     synthetic_pool_kind = "cirr"
+    reference_folders = ("cirr_dataset", "cirr", "CIRR")
 
     def load_split(
         self,
@@ -434,6 +438,9 @@ class CirrFormat(DatasetFormat):
             return {}
         return {n: root / p for n, p in json.loads(path.read_text(encoding="utf-8")).items()}
 
+    def protocol_name(self, options: EvalOptions) -> str:
+        return f"{options.targets}_targets"  # the reference always removed
+
     def split_metrics(
         self,
         split: CIRSplit,
@@ -452,6 +459,9 @@ class CirrFormat(DatasetFormat):
         ]
         refs = [q.reference for q in split.queries]
         groups = [list(q.group) for q in split.queries]
+        if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
+            scores = max_similarity(queries, gallery)
+            return cirr_metrics(scores, split.gallery, refs, targets, groups)
         return cirr_metrics_from_features(queries, gallery, split.gallery, refs, targets, groups)
 
     def write_submission(
@@ -461,9 +471,13 @@ class CirrFormat(DatasetFormat):
         img_set) files, the reference excluded from both rankings."""
         refs = [q.reference for q in split.queries]
         groups = [list(q.group) for q in split.queries]
-        top50 = topk_names(queries, gallery, split.gallery, 50, refs)
-        top3 = subset_topk_names(queries, gallery, split.gallery, refs, groups, 3)
         pair_ids = [int(q.query_id) for q in split.queries]
+        if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
+            scores = max_similarity(queries, gallery)
+            top50, top3 = cirr_submission_from_scores(scores, split.gallery, pair_ids, refs, groups)
+        else:
+            top50 = topk_names(queries, gallery, split.gallery, 50, refs)
+            top3 = subset_topk_names(queries, gallery, split.gallery, refs, groups, 3)
         paths = write_cirr_submission(out_dir, pair_ids, top50, top3, name=name)
         for path in paths:
             check_cirr_submission(path, expected_pair_ids=pair_ids, gallery_names=split.gallery)

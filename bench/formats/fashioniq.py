@@ -52,9 +52,11 @@ from bench.formats.validation import (
 )
 from bench.metrics import (
     fashioniq_average,
+    fashioniq_metrics_for_protocol,
     fashioniq_metrics_from_features,
     fashioniq_protocol_gallery,
     get_fashioniq_protocol,
+    max_similarity,
 )
 
 CATEGORIES = ("dress", "shirt", "toptee")
@@ -274,6 +276,7 @@ class FashionIQFormat(DatasetFormat):
         "Rmean",
     )
     synthetic_pool_kind = "fashioniq"
+    reference_folders = ("fashionIQ_dataset", "fashioniq", "FashionIQ")
 
     def load_split(
         self,
@@ -315,6 +318,9 @@ class FashionIQFormat(DatasetFormat):
         """CLIP4Cir's "C1 and c2"."""
         return fashioniq_query_text(captions)
 
+    def protocol_name(self, options: EvalOptions) -> str:
+        return get_fashioniq_protocol(options.protocol).name
+
     def split_metrics(
         self,
         split: CIRSplit,
@@ -324,10 +330,14 @@ class FashionIQFormat(DatasetFormat):
         rows: Callable[[Sequence[str]], np.ndarray],
     ) -> dict[str, float]:
         """R@10, R@50 under ``options.protocol`` (the gallery it ranks, the reference kept
-        or dropped)."""
+        or dropped); a gallery of token sets ``(G, T, D)`` is scored exactly by its best
+        token, single vectors through the faiss top-K path."""
         proto = get_fashioniq_protocol(options.protocol)
         refs = [q.reference for q in split.queries]
         targets = [q.target for q in split.queries]
+        if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
+            scores = max_similarity(queries, gallery)
+            return fashioniq_metrics_for_protocol(proto, scores, split.gallery, refs, targets)
         names = fashioniq_protocol_gallery(proto, split.gallery, refs, targets)
         if len(names) != len(split.gallery):
             gallery = gallery[rows(names)]

@@ -22,10 +22,12 @@ from bench.report.collect import (
     study_points,
     tracked_runs_by_digest,
 )
-from bench.report.tables import Cell, Table, aggregate, load_published
+from bench.report.paper import Published, load_published
+from bench.report.tables import Cell, Table, aggregate
 
 __all__ = [
     "Cell",
+    "Published",
     "Report",
     "ReportError",
     "Table",

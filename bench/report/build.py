@@ -3,6 +3,7 @@ suite's ``index.md``, the swap-in by renames) and :func:`write_top_index`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -10,11 +11,13 @@ from pathlib import Path
 
 from bench.core.atomic import write_text_atomic
 from bench.core.errors import CirbenchError
-from bench.report.collect import collect_points, study_points
+from bench.report.collect import TrackedPoint, collect_points, study_points
+from bench.report.paper import paper_table
 from bench.report.plots import axis_plot, bank_size_plot, bars_plot
-from bench.report.tables import Table, axis_table, compositions_table, paper_table, study_table
+from bench.report.tables import Table, axis_table, compositions_table, study_table
 from bench.runner.profiles import get_profile
-from bench.runner.suites import SuiteRun, load_suite
+from bench.runner.suites import DataRoots, SuiteRun, load_suite, resolve_data_roots
+from bench.train.session import run_dir_for
 
 
 class ReportError(CirbenchError):
@@ -34,17 +37,18 @@ def build_report(
     suite_name: str,
     *,
     profile: str = "default",
-    data_root: str | Path | None = None,
+    data_root: DataRoots = None,
     seeds: tuple[int, ...] | None = None,
     methods: tuple[str, ...] | None = None,
     storage: str | None = None,
     out: str | Path = "reports",
 ) -> Report:
     """Write ``<out>/<suite>/`` from the tracked runs (atomically) and return what it holds."""
+    suite = load_suite(suite_name)
     run = SuiteRun(
-        load_suite(suite_name),
+        suite,
         get_profile(profile),
-        Path(data_root).expanduser().resolve() if data_root else None,
+        resolve_data_roots(data_root, suite.datasets),
         seeds_override=seeds,
         storage=storage,
         methods_override=methods,
@@ -61,7 +65,7 @@ def build_report(
         else:
             tables, plots, missing = _grid_report(run, staging)
         _write_tables(staging, tables)
-        (staging / "index.md").write_text(_suite_index(run, tables, plots, missing))
+        (staging / "index.md").write_text(_suite_index(run, tables, plots, missing, staging))
         _swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -100,11 +104,32 @@ def _grid_report(run: SuiteRun, staging: Path) -> tuple[list[Table], list[str], 
     tracked = [p for p in points if p.metrics]
     builder = {"paper": paper_table, "compositions": compositions_table, "axis": axis_table}
     tables = builder[kind.table](run, tracked)
+    missing += _copy_submissions(run, tracked, staging)
     if kind.plot == "bars":
         plots = bars_plot(run, tracked, staging)
     elif kind.plot == "axis":
         plots = axis_plot(run, tracked, staging)
     return tables, plots, missing
+
+
+def _copy_submissions(run: SuiteRun, points: list[TrackedPoint], staging: Path) -> list[str]:
+    """Copy each point's test-server files into ``submissions/<point>/<split>/`` of the
+    report; returns the points whose files are not there (the sweep writes them)."""
+    absent = []
+    for tracked in points:
+        spec = run.spec(tracked.point)
+        for split in run.suite.submissions:
+            folder = run_dir_for(spec) / "submissions" / split
+            listing = folder / "files.json"
+            if not listing.is_file():
+                absent.append(f"{tracked.point.label()}: {split} submission files")
+                continue
+            label = tracked.point.label().replace(" ", "_")
+            dest = staging / "submissions" / label / split
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in json.loads(listing.read_text()):
+                shutil.copy2(folder / name, dest / name)
+    return absent
 
 
 def _write_tables(folder: Path, tables: list[Table]) -> None:
@@ -115,10 +140,14 @@ def _write_tables(folder: Path, tables: list[Table]) -> None:
         (folder / f"{table.name}.tex").write_text(table.latex())
 
 
-def _suite_index(run: SuiteRun, tables: list[Table], plots: list[str], missing: list[str]) -> str:
+def _suite_index(
+    run: SuiteRun, tables: list[Table], plots: list[str], missing: list[str], folder: Path
+) -> str:
     lines = [f"# {run.suite.title}", ""]
     where = (
-        f"real data at {run.data_root}" if run.real else f"synthetic, profile {run.profile.name}"
+        f"real data at {', '.join(map(str, (run.data_roots or {}).values()))}"
+        if run.real
+        else f"synthetic, profile {run.profile.name}"
     )
     lines += [f"Data: {where}; seeds {list(run.seeds)}; MLflow experiment `{run.experiment}`.", ""]
     for table in tables:
@@ -132,6 +161,14 @@ def _suite_index(run: SuiteRun, tables: list[Table], plots: list[str], missing: 
         if plot.endswith(".png"):
             stem = plot[:-4]
             lines += [f"![{stem}]({plot})", f"([SVG]({stem}.svg))", ""]
+    submitted = sorted((folder / "submissions").glob("*/*/*.json"))
+    if submitted:
+        lines += [
+            f"Test-server submissions ({', '.join(run.suite.submissions)}), one folder per point "
+            "(upload to the benchmark's evaluation server):",
+            *(f"- [{p.relative_to(folder)}]({p.relative_to(folder)})" for p in submitted),
+            "",
+        ]
     if missing:
         lines += [f"Missing ({len(missing)}):", *(f"- {m}" for m in missing), ""]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The report's tables: the :class:`Table` / :class:`Cell` model, aggregation over seeds
-(mean ± std, gains), the table kinds (the paper's Tables 2 / 3 with the published numbers,
-compositions, an extra axis, an Optuna study) and their Markdown / CSV / LaTeX text."""
+(mean ± std, gains), the grid table kinds (compositions, an extra axis, an Optuna study) and
+their Markdown / CSV / LaTeX text. The paper's Tables 2 / 3 are in :mod:`bench.report.paper`."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.formats import get_format
 from bench.report.collect import TrackedPoint
-from bench.runner.paths import PUBLISHED_FILE
 from bench.runner.suites import SuiteRun
-from methods import get_method_class, list_methods
 
 # ----------------------------------------------------------------------------- aggregation
 
@@ -50,11 +47,11 @@ def present_columns(points: Iterable[TrackedPoint], dataset: str) -> tuple[str, 
     return tuple(c for c in get_format(dataset).report_columns if c in seen)
 
 
-def _gain(value: float) -> str:
+def gain_text(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:+.2f}"
 
 
-def _stats(cells: dict[str, Cell], columns: Iterable[str]) -> dict[str, float]:
+def mean_std_fields(cells: dict[str, Cell], columns: Iterable[str]) -> dict[str, float]:
     """The CSV's numbers of one row: each column's mean, then each column's std."""
     columns = tuple(columns)
     return {f"{c} mean": cells[c].mean for c in columns} | {
@@ -148,104 +145,6 @@ def synthetic_note(run: SuiteRun) -> str:
     )
 
 
-# ----------------------------------------------------------------------------- paper tables
-
-
-def paper_names() -> dict[str, str]:
-
-    return {m: get_method_class(m).paper_name or m for m in list_methods()}
-
-
-def load_published(path: Path = PUBLISHED_FILE) -> dict[tuple[str, str, str, str], float]:
-    """(dataset, paper method name, spn, metric) -> the published value."""
-    out: dict[tuple[str, str, str, str], float] = {}
-    with path.open() as handle:
-        rows = csv.DictReader(line for line in handle if not line.startswith("#"))
-        for row in rows:
-            key = (row["dataset"], row["method"], row["spn"], row["metric"])
-            out[key] = float(row["value"])
-    return out
-
-
-@dataclass
-class PaperContext:
-    """What every row of one dataset's paper table reads."""
-
-    run: SuiteRun
-    dataset: str
-    columns: tuple[str, ...]
-    groups: dict[tuple[Any, ...], dict[str, Cell]]
-    names: dict[str, str]
-    published: dict[tuple[str, str, str, str], float]
-
-
-def paper_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
-    """Tables 2 / 3 in the paper's layout: per method a baseline row, a +SPN row and the
-    gain; on real data the published rows beside them."""
-    names = paper_names()
-    published = load_published() if run.real else {}
-    tables = []
-    for dataset in run.suite.datasets:
-        columns = present_columns(points, dataset)
-        groups = aggregate(
-            [p for p in points if p.point.dataset == dataset], ("method", "composition"), columns
-        )
-        ctx = PaperContext(run, dataset, columns, groups, names, published)
-        header = ["method", "SPN", *columns, "seeds"]
-        rows: list[list[str]] = []
-        raw: list[dict[str, Any]] = []
-        for method in run.methods:
-            paper_method_rows(ctx, method, rows, raw)
-        number = run.suite.report.paper_table
-        tables.append(
-            Table(
-                f"table{number or ''}_{dataset}",
-                f"{run.suite.title}{synthetic_note(run)}",
-                header,
-                rows,
-                raw,
-                note="mean ± std over seeds; gain = +SPN minus the baseline (means).",
-            )
-        )
-    return tables
-
-
-def paper_method_rows(
-    ctx: PaperContext, method: str, rows: list[list[str]], raw: list[dict[str, Any]]
-) -> None:
-    """Append one method's rows to a paper table: per composition the measured row, the
-    gain over the baseline and (on real data) the published row."""
-    run, columns, names = ctx.run, ctx.columns, ctx.names
-    base = ctx.groups.get((method, "none"), {})
-    for composition in run.suite.compositions:
-        cells = ctx.groups.get((method, composition), {})
-        label = "–" if composition == "none" else f"+{composition}"
-        seeds = max((len(c.values) for c in cells.values()), default=0)
-        rows.append(
-            [
-                names.get(method, method),
-                label,
-                *(cells[c].text() for c in columns),
-                str(seeds),
-            ]
-        )
-        raw.append({"method": method, "spn": composition, "seeds": seeds} | _stats(cells, columns))
-        if composition != "none" and base:
-            gains = [cells[c].mean - base[c].mean for c in columns]
-            rows.append([names.get(method, method), "gain", *(_gain(g) for g in gains), ""])
-        spn = "none" if composition == "none" else "P+N"
-        paper = [ctx.published.get((ctx.dataset, names.get(method, ""), spn, c)) for c in columns]
-        if run.real and any(v is not None for v in paper):
-            rows.append(
-                [
-                    names.get(method, method),
-                    f"{label} (published)",
-                    *("–" if v is None else f"{v:.2f}" for v in paper),
-                    "",
-                ]
-            )
-
-
 # ----------------------------------------------------------------------------- grid tables
 
 
@@ -273,13 +172,13 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
                         method,
                         composition,
                         *(cells[c].text() for c in columns),
-                        _gain(gain),
+                        gain_text(gain),
                         str(seeds),
                     ]
                 )
                 raw.append(
                     {"method": method, "composition": composition, "seeds": seeds}
-                    | _stats(cells, columns)
+                    | mean_std_fields(cells, columns)
                 )
         tables.append(
             Table(
@@ -318,7 +217,7 @@ def axis_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
             )
             raw.append(
                 {"method": method, "composition": composition, short: value, "seeds": seeds}
-                | _stats(cells, columns)
+                | mean_std_fields(cells, columns)
             )
         rows.sort(key=lambda r: (r[0], r[1], float(r[2])))
         tables.append(
@@ -369,7 +268,7 @@ def study_table(run: SuiteRun, records: list[dict[str, Any]], study: Any) -> lis
         )
         raw.append(
             {"trial": trial, short: value, "state": state, "seeds": len(finished)}
-            | _stats(cells, columns)
+            | mean_std_fields(cells, columns)
         )
     return [
         Table(

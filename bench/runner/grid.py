@@ -10,23 +10,29 @@ pre-trained backbone) with all its threads.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from bench.backbones.resolve import resolve_weights
+from bench.config import ExperimentSpec
+from bench.core.atomic import write_json_atomic
 from bench.core.errors import CirbenchError
 from bench.runner.parents import parent_run, tag_shared_run
 from bench.runner.suites import Point, SuiteRun
+from bench.tracking.store import client, default_tracking_uri
 from bench.train.checkpoints import TrainResult
 from bench.train.data import dataset_root
 from bench.train.engine import train
+from bench.train.evaluate import write_submission
 from bench.train.session import run_dir_for
 
 
@@ -84,6 +90,8 @@ def run_point(
         on_epoch=on_epoch,
     )
     tag_shared_run(result.mlflow_run_id, run.suite.suite)
+    if run.suite.submissions:
+        point_submissions(run, spec, result, progress)
     return PointOutcome(
         point,
         spec.digest(),
@@ -92,6 +100,31 @@ def run_point(
         time.perf_counter() - start,
         reused,
     )
+
+
+def point_submissions(
+    run: SuiteRun, spec: ExperimentSpec, result: TrainResult, progress: bool
+) -> dict[str, list[Path]]:
+    """The test-server files of a finished point for each split its suite asks for
+    (``submissions: [test1]``): in ``<run>/submissions/<split>/`` and the point's MLflow
+    run; written once (the split's ``files.json`` lists them)."""
+    out: dict[str, list[Path]] = {}
+    for split in run.suite.submissions:
+        folder = result.run_dir / "submissions" / split
+        listing = folder / "files.json"
+        if listing.is_file():
+            out[split] = [folder / name for name in json.loads(listing.read_text())]
+            continue
+        files = write_submission(
+            spec, result.best_checkpoint, folder, split=split, progress=progress
+        )
+        write_json_atomic(listing, [f.name for f in files])
+        if result.mlflow_run_id:
+            store = client(default_tracking_uri())
+            for file in files:
+                store.log_artifact(result.mlflow_run_id, str(file), f"submissions/{split}")
+        out[split] = files
+    return out
 
 
 def _stage1_groups(points: list[Point]) -> list[list[Point]]:

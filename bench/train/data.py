@@ -42,6 +42,15 @@ def eval_options(spec: DatasetSpec) -> EvalOptions:
     return EvalOptions(protocol=spec.protocol, targets=spec.cirr_targets)
 
 
+def extra_eval_options(spec: DatasetSpec) -> tuple[EvalOptions, ...]:
+    """The other protocols a dataset spec also reports (``also_protocols``)."""
+    return tuple(
+        EvalOptions(protocol=p, targets=spec.cirr_targets)
+        for p in spec.also_protocols
+        if p != spec.protocol
+    )
+
+
 def dataset_root(spec: DatasetSpec, *, progress: bool = True) -> Path:
     """The folder of this format's data (synthetic data is generated when absent)."""
     if spec.root == SYNTHETIC:

@@ -13,7 +13,7 @@ from bench.evaluation.encode import encode_pixels, query_features
 from bench.evaluation.evaluate import evaluate_splits
 from bench.formats import get_format
 from bench.tracking import TrackedRun
-from bench.train.data import eval_options
+from bench.train.data import eval_options, extra_eval_options
 from bench.train.session import Session, build_session
 
 
@@ -48,6 +48,7 @@ def evaluate(
             batch_size=spec.eval.batch_size,
             options=eval_options(spec.dataset),
             cache=session.cache,
+            also=extra_eval_options(spec.dataset),
         )
         run.log_metrics({f"val.{k}": v for k, v in metrics.items()})
         run.log_dict(metrics, "metrics.json")
@@ -56,12 +57,21 @@ def evaluate(
 
 @torch.no_grad()
 def write_submission(
-    spec: ExperimentSpec, checkpoint: Path, out_dir: Path, *, progress: bool = True
+    spec: ExperimentSpec,
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    split: str | None = None,
+    progress: bool = True,
 ) -> list[Path]:
-    """Test-server files of the spec's eval split (normally CIRR ``test1``), validated."""
+    """Test-server files of ``split`` (default: the spec's eval split; normally CIRR
+    ``test1``), validated."""
     fmt = get_format(spec.dataset.format)
     if not fmt.has_submission:
         raise CirbenchError(f"{fmt.title} has no test-server submission format")
+    if split is not None and split != spec.dataset.eval_split:
+        dataset = spec.dataset.model_copy(update={"eval_split": split})
+        spec = spec.model_copy(update={"dataset": dataset})
     session = load_trained(spec, checkpoint, progress=progress)
     method, device, batch = session.method, session.device, spec.eval.batch_size
     files = []
