@@ -1,5 +1,6 @@
-"""``cirbench methods`` and ``cirbench backbone pretrain``: what is registered, and the
-synthetic world's pre-trained backbones."""
+"""``cirbench methods``, ``cirbench recipes`` and ``cirbench backbone pretrain``: what is
+registered, the SPN recipe each method's base file declares, and the synthetic world's
+pre-trained backbones."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    import json
+
+    from bench.runner.recipes import recipe_markdown, recipe_rows
+
+    if args.json:
+        print(json.dumps(recipe_rows(args.profile), indent=2, ensure_ascii=False))
+    else:
+        print(recipe_markdown(args.profile), end="")
+    return 0
+
+
 def _cmd_backbone_pretrain(args: argparse.Namespace) -> int:
     from bench.backbones.pretrain import ensure_synthetic_backbone
 
@@ -31,6 +44,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     methods = commands.add_parser("methods", help="list registered CIR methods")
     methods.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'clip*'")
     methods.set_defaults(handler=_cmd_methods)
+
+    recipes = commands.add_parser(
+        "recipes", help="the SPN recipe per method and dataset, from experiments/methods/"
+    )
+    recipes.add_argument("--profile", choices=("real", "synthetic"), default="real")
+    recipes.add_argument("--json", action="store_true", help="one JSON record per row")
+    recipes.set_defaults(handler=_cmd_recipes)
 
     backbone = commands.add_parser("backbone", help="backbone tools").add_subparsers(
         dest="backbone_command", required=True
