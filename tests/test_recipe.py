@@ -23,7 +23,7 @@ from bench.formats import EvalOptions
 from bench.images.dedup import duplicate_groups, pixel_digests
 from bench.metrics import cirr_metrics, fashioniq_metrics_for_protocol
 from bench.runner.dryrun import dry_run
-from bench.runner.suites import list_suites, resolve_data_roots
+from bench.runner.suites import SuiteRun, list_suites, resolve_data_roots
 from bench.spn.positives.pipeline import build_positives
 from bench.spn.positives.templates import clip_token_count, resolve_template, text_limit
 from bench.synthetic import generate
@@ -290,7 +290,7 @@ def agrees(got, want) -> bool:
 
 @pytest.mark.parametrize("suite", ["table2_fashioniq", "table3_cirr", "ablation_spn", "zero_shot"])
 def test_dry_run_on_a_reference_layout_prints_the_recipe(reference_layout, suite):
-    records = dry_run(suite, profile="default", data_root=str(reference_layout))
+    records = dry_run(SuiteRun.open(suite, "default", str(reference_layout)))
     assert records
     for record in records:
         spec, plan = record["spec"], record["plan"]

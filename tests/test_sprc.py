@@ -229,8 +229,9 @@ def test_loss_terms_and_weights(images):
 
 
 def test_query_offset_is_the_stage2_copy(images):
-    """Bank stage: only the query side trains; the text pass runs shared + offset weights,
-    i.e. a trainable copy of the Q-Former (SPN's Qformer_query) that starts equal to it."""
+    """Bank stage: only the Q-Former's query copy and the text projection train (SPN's
+    init_stage2: Qformer_query + text_proj_q; the prompt tokens stay frozen); the text pass
+    runs shared + offset weights, i.e. a trainable copy of the Q-Former that starts equal."""
     from bench.config import parse_spec
 
     method = make()
@@ -245,7 +246,7 @@ def test_query_offset_is_the_stage2_copy(images):
     )
     [planned] = plan_phases(spec, method)
     phase, cfg = planned.phase, planned.settings
-    assert set(phase.trains) == {"query_offset", "text_projection", "prompt"}
+    assert set(phase.trains) == {"query_offset", "text_projection"}
     assert phase.image_frozen(method)
     assert (cfg.batch_size, cfg.epochs, cfg.lr) == (32, 3, 1e-5)
     reference, target, _ = outputs(method, images)

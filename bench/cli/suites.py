@@ -13,16 +13,18 @@ from bench.cli.common import add_suite_arguments
 def _print_dry_run(suites: list[str], args: argparse.Namespace) -> int:
     """Every point's resolved spec and plan: JSON lines with ``--json``, else a summary."""
     from bench.runner.dryrun import dry_run
+    from bench.runner.suites import SuiteRun
 
     for name in suites:
-        records = dry_run(
+        run = SuiteRun.open(
             name,
-            profile=args.profile,
-            data_root=args.data_root,
+            args.profile,
+            args.data_root,
             seeds=tuple(args.seeds) if args.seeds else None,
             methods=tuple(args.methods) if args.methods else None,
             overrides=tuple(getattr(args, "set", ()) or ()),
         )
+        records = dry_run(run)
         for record in records:
             if args.json:
                 print(json.dumps(record, sort_keys=True))

@@ -15,8 +15,7 @@ from bench.report.collect import TrackedPoint, collect_points, study_points
 from bench.report.paper import paper_table
 from bench.report.plots import axis_plot, bank_size_plot, bars_plot
 from bench.report.tables import Table, axis_table, compositions_table, study_table
-from bench.runner.profiles import get_profile
-from bench.runner.suites import DataRoots, SuiteRun, load_suite, resolve_data_roots
+from bench.runner.suites import DataRoots, SuiteRun
 from bench.train.session import run_dir_for
 
 
@@ -44,14 +43,8 @@ def build_report(
     out: str | Path = "reports",
 ) -> Report:
     """Write ``<out>/<suite>/`` from the tracked runs (atomically) and return what it holds."""
-    suite = load_suite(suite_name)
-    run = SuiteRun(
-        suite,
-        get_profile(profile),
-        resolve_data_roots(data_root, suite.datasets),
-        seeds_override=seeds,
-        storage=storage,
-        methods_override=methods,
+    run = SuiteRun.open(
+        suite_name, profile, data_root, seeds=seeds, methods=methods, storage=storage
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

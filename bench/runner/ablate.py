@@ -10,14 +10,12 @@ from bench.config import SpecError
 from bench.core import distributed
 from bench.report import build_report
 from bench.runner.grid import SweepError, SweepResult, run_grid
-from bench.runner.profiles import get_profile
 from bench.runner.study import run_study
 from bench.runner.suites import (
     DataRoots,
     SuiteRun,
     list_suites,
     load_suite,
-    resolve_data_roots,
     suite_file,
 )
 
@@ -43,15 +41,14 @@ def sweep(
             "a sweep runs its points in its own worker processes (--workers) and Optuna "
             "workers; launch it without torchrun (torchrun is for `cirbench train`)"
         )
-    suite = load_suite(suite_name)
-    run = SuiteRun(
-        suite,
-        get_profile(profile),
-        resolve_data_roots(data_root, suite.datasets),
-        seeds_override=seeds,
-        extra_overrides=overrides,
+    run = SuiteRun.open(
+        suite_name,
+        profile,
+        data_root,
+        seeds=seeds,
+        methods=methods,
+        overrides=overrides,
         storage=storage,
-        methods_override=methods,
     )
     if run.suite.kind == "study":
         return run_study(

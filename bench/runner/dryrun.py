@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.config import ExperimentSpec
-from bench.runner.profiles import get_profile
-from bench.runner.suites import DataRoots, Point, SuiteRun, load_suite, resolve_data_roots
+from bench.runner.suites import Point, SuiteRun
 from methods import get_method_class
 
 
@@ -39,26 +38,10 @@ def stage_plan(spec: ExperimentSpec) -> dict[str, Any]:
     return out
 
 
-def dry_run(
-    suite_name: str,
-    *,
-    profile: str = "default",
-    data_root: DataRoots = None,
-    seeds: tuple[int, ...] | None = None,
-    methods: tuple[str, ...] | None = None,
-    overrides: tuple[str, ...] = (),
-) -> list[dict[str, Any]]:
-    """One record per point of the suite (a study: its composition's point per seed, the
-    studied parameter left to the study)."""
-    suite = load_suite(suite_name)
-    run = SuiteRun(
-        suite,
-        get_profile(profile),
-        resolve_data_roots(data_root, suite.datasets),
-        seeds_override=seeds,
-        extra_overrides=overrides,
-        methods_override=methods,
-    )
+def dry_run(run: SuiteRun) -> list[dict[str, Any]]:
+    """One record per point of the suite run (a study: its composition's point per seed,
+    the studied parameter left to the study); see :meth:`SuiteRun.open`."""
+    suite = run.suite
     records = []
     for point in run.points() if suite.study is None else study_points(run):
         spec = run.spec(point)

@@ -41,7 +41,7 @@ from bench.config import (
 from bench.config.bases import method_base, methods_with_bases
 from bench.config.paths import SUITES_DIR
 from bench.formats import format_names, get_format
-from bench.runner.profiles import Profile
+from bench.runner.profiles import Profile, get_profile
 from bench.runner.recipes import composition_spn
 from bench.spn.compositions import COMPOSITIONS
 
@@ -225,6 +225,30 @@ class SuiteRun:
     #: Optuna storage URL of a study suite (None: the default journal file)
     storage: str | None = None
     methods_override: tuple[str, ...] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        suite_name: str,
+        profile: str = "default",
+        data_root: DataRoots = None,
+        *,
+        seeds: tuple[int, ...] | None = None,
+        methods: tuple[str, ...] | None = None,
+        overrides: tuple[str, ...] = (),
+        storage: str | None = None,
+    ) -> SuiteRun:
+        """The suite file ``suite_name`` under profile ``profile`` on the given data."""
+        suite = load_suite(suite_name)
+        return cls(
+            suite,
+            get_profile(profile),
+            resolve_data_roots(data_root, suite.datasets),
+            seeds_override=seeds,
+            extra_overrides=overrides,
+            storage=storage,
+            methods_override=methods,
+        )
 
     @property
     def methods(self) -> list[str]:
