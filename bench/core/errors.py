@@ -37,3 +37,26 @@ class DataFormatError(CirbenchError, ValueError):
 
 class MetricInputError(CirbenchError, ValueError):
     """Inputs to a metric are inconsistent (shapes, names, targets missing from the gallery)."""
+
+
+class UnknownNameError(CirbenchError, KeyError):
+    """A name (method, backbone, suite, profile, format, metric, phase ...) that is not one
+    of the known choices; the message suggests the closest ones ("did you mean")."""
+
+    def __init__(self, kind: str, name: str, choices: list[str] | tuple[str, ...]) -> None:
+        self.kind = kind
+        self.name = name
+        self.choices = sorted(choices)
+        super().__init__(unknown_name_message(kind, name, self.choices))
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def unknown_name_message(kind: str, name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``unknown method 'clip4cirr' (did you mean 'clip4cir'?); known: ...``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; known: {', '.join(sorted(map(str, choices)))}"
