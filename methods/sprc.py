@@ -84,6 +84,36 @@ EXTRA_TEXT_PROJ_COPY = "text_projection_query."
 TEMP_RANGE = (0.001, 0.5)
 
 
+def extras_state(
+    extras: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The LAVIS extras of a BLIP-2 checkpoint (:mod:`bench.backbones.lavis_keys`) as this
+    method's keys, given its state dict ``own`` (``blip2.*`` already the checkpoint's):
+    ``prompt_tokens``; ``temp`` -> ``temperature``; SPN's stage-2 query copy
+    ``qformer_query.<k>`` -> ``query_offset.<k> = copy - blip2.<k>`` (its cross-attention,
+    which the text pass never uses, dropped); ``text_projection_query.*`` (SPN's
+    inference projects the query with it) -> ``blip2.text_projection.*``."""
+    out: dict[str, torch.Tensor] = {}
+    if EXTRA_PROMPT in extras:
+        out["prompt_tokens"] = extras[EXTRA_PROMPT]
+    if EXTRA_TEMP in extras:
+        out["temperature"] = extras[EXTRA_TEMP].reshape(())
+    copies = {
+        k[len(EXTRA_QUERY_COPY) :]: v for k, v in extras.items() if k.startswith(EXTRA_QUERY_COPY)
+    }
+    if copies:
+        offsets = [k.removeprefix("query_offset.") for k in own if k.startswith("query_offset.")]
+        missing = sorted(set(offsets) - set(copies))
+        if missing:
+            raise ValueError(f"checkpoint has Qformer_query but not {missing[:5]}")
+        for name in offsets:
+            out[f"query_offset.{name}"] = copies[name] - own[f"blip2.{name}"]
+    for key, value in extras.items():
+        if key.startswith(EXTRA_TEXT_PROJ_COPY):
+            out["blip2.text_projection." + key[len(EXTRA_TEXT_PROJ_COPY) :]] = value
+    return out
+
+
 class SprcParams(MethodParams):
     num_prompt_tokens: int | None = Field(
         default=None, gt=0, description="default: the number of query tokens (as SPRC)"
@@ -190,39 +220,18 @@ class Sprc(CIRMethod):
 
     def _apply_extras(self, extras: dict[str, torch.Tensor], arch: str) -> None:
         """Prompt tokens, temperature and SPN's stage-2 copies from a LAVIS checkpoint."""
-        with torch.no_grad():
-            if EXTRA_PROMPT in extras:
-                prompt = extras[EXTRA_PROMPT]
-                if prompt.shape != self.prompt_tokens.shape:
-                    raise BackboneError(
-                        f"{arch}: checkpoint prompt_tokens {tuple(prompt.shape)} vs "
-                        f"{tuple(self.prompt_tokens.shape)} (method.params.num_prompt_tokens?)"
-                    )
-                self.prompt_tokens.copy_(prompt)
-            if EXTRA_TEMP in extras:
-                self.temperature.copy_(extras[EXTRA_TEMP].reshape(()))
-            copies = {
-                k[len(EXTRA_QUERY_COPY) :]: v
-                for k, v in extras.items()
-                if k.startswith(EXTRA_QUERY_COPY)
-            }
-            if copies:
-                shared = self.blip2.state_dict()
-                offsets = dict(self.query_offset.named_parameters())
-                missing = sorted(set(offsets) - set(copies))
-                if missing:
-                    raise BackboneError(
-                        f"{arch}: checkpoint has Qformer_query but not {missing[:5]}"
-                    )
-                for name, offset in offsets.items():
-                    offset.copy_(copies[name] - shared[name])
-            projection = {
-                k[len(EXTRA_TEXT_PROJ_COPY) :]: v
-                for k, v in extras.items()
-                if k.startswith(EXTRA_TEXT_PROJ_COPY)
-            }
-            if projection:  # SPN's inference uses text_proj_q for the query after stage 2
-                self.blip2.text_projection.load_state_dict(projection)
+        own = self.state_dict()
+        try:
+            state = extras_state(extras, own)
+        except ValueError as exc:
+            raise BackboneError(f"{arch}: {exc}") from None
+        for key, value in state.items():
+            if value.shape != own[key].shape:
+                raise BackboneError(
+                    f"{arch}: checkpoint {key} {tuple(value.shape)} vs {tuple(own[key].shape)}"
+                    + (" (method.params.num_prompt_tokens?)" if key == "prompt_tokens" else "")
+                )
+        self.load_state_dict(state, strict=False)
 
     # ------------------------------------------------------------------ building blocks
     def _vit_parameters(self) -> Iterator[nn.Parameter]:

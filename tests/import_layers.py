@@ -38,6 +38,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data services", ("bench.synthetic", "bench.images", "bench.tracking")),
     ("backbones", ("bench.backbones",)),
     ("methods", ("methods",)),
+    # released checkpoint layouts -> a method's own state dict
+    ("checkpoint formats", ("bench.checkpoints",)),
     ("evaluation", ("bench.evaluation",)),
     ("spn", ("bench.spn",)),
     ("train", ("bench.train",)),

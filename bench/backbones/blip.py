@@ -227,6 +227,40 @@ _VISION_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^vision_proj\.", "vision_proj."),
     (r"^text_proj\.", "text_proj."),
 )
+#: The inverse of ``_VISION_RENAMES`` (exporting to the BLIP / LAVIS layout).
+BLIP_EXPORT_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^vision_model\.embeddings\.class_embedding$", "visual_encoder.cls_token"),
+    (r"^vision_model\.embeddings\.position_embedding$", "visual_encoder.pos_embed"),
+    (r"^vision_model\.embeddings\.patch_embedding\.", "visual_encoder.patch_embed.proj."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm1\.", r"visual_encoder.blocks.\1.norm1."),
+    (
+        r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.qkv\.",
+        r"visual_encoder.blocks.\1.attn.qkv.",
+    ),
+    (
+        r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.projection\.",
+        r"visual_encoder.blocks.\1.attn.proj.",
+    ),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm2\.", r"visual_encoder.blocks.\1.norm2."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.", r"visual_encoder.blocks.\1.mlp."),
+    (r"^vision_model\.post_layernorm\.", "visual_encoder.norm."),
+)
+
+
+def blip_released_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A :class:`BlipCIRModel` state dict in the BLIP / LAVIS layout (``logit_scale`` ->
+    ``temp = exp(-logit_scale)``): what :func:`map_blip_state_dict` reads back."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key == "logit_scale":
+            out["temp"] = torch.exp(-value.detach().float())
+            continue
+        for pattern, replacement in BLIP_EXPORT_RENAMES:
+            key = re.sub(pattern, replacement, key)
+        out[key] = value.detach().clone()
+    return out
+
+
 #: Keys of BLIP / LAVIS / BLIP4CIR checkpoints that CIR does not use: ITM head, momentum
 #: encoders and queues of ITC distillation, the captioning decoder, the persistent
 #: ``position_ids`` buffer, and SPN4CIR's stage-2 bank temperature ``tau``.
