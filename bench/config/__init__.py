@@ -11,6 +11,7 @@ from bench.config.spec import (
     EvalSpec,
     ExperimentSpec,
     MethodSpec,
+    Stage1Spec,
     load_spec,
     parse_spec,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "PositivesTrainSpec",
     "SPNSpec",
     "SpecError",
+    "Stage1Spec",
     "Strict",
     "TrainSpec",
     "apply_overrides",

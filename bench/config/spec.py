@@ -65,6 +65,27 @@ class MethodSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class Stage1Spec(Strict):
+    """A released stage-1 checkpoint that *is* the spec's stage 1 (nothing of stage 1 is
+    trained): its files (one per part of the format, e.g. CLIP4Cir's CLIP and Combiner
+    files) and the format name (``bench.checkpoints.checkpoint_format_names()``)."""
+
+    checkpoint: tuple[str, ...] = Field(description="the file, or a list of the format's files")
+    format: str = Field(description="a released checkpoint format (cirbench checkpoints)")
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not all(value):
+            raise ValueError("give the checkpoint file (or the list of the format's files)")
+        return value
+
+
 class EvalSpec(Strict):
     batch_size: int = Field(default=256, gt=0)
     every_epoch: bool = True
@@ -83,6 +104,8 @@ class ExperimentSpec(Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     spn: SPNSpec = Field(default_factory=SPNSpec)
+    #: a released checkpoint as the stage-1 result (None: stage 1 is trained)
+    stage1: Stage1Spec | None = None
 
     @field_validator("name")
     @classmethod
@@ -108,7 +131,17 @@ class ExperimentSpec(Strict):
                     f"exist for {fmt.title}; use pool: pool (the synthetic unlabeled pool) or a "
                     "folder of images"
                 )
+        if self.stage1 is not None and self.spn.zero_shot:
+            raise ValueError(
+                "stage1: a released stage-1 checkpoint cannot be combined with spn.zero_shot "
+                "(a zero-shot stage 1 trains on generated triplets)"
+            )
         return self
+
+    @property
+    def imports_stage1(self) -> bool:
+        """True when this spec's stage 1 is a released checkpoint (``stage1``)."""
+        return self.stage1 is not None
 
     @property
     def is_stage1(self) -> bool:
@@ -125,15 +158,28 @@ class ExperimentSpec(Strict):
 
     def flat(self) -> dict[str, Any]:
         """The spec flattened to dotted keys (MLflow params)."""
-        return flatten(self.model_dump(mode="json"))
+        return flatten(self.dump())
 
     def digest(self) -> str:
-        """A content hash of the resolved spec (identifies a grid point)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A content hash of the resolved spec (identifies a grid point); a spec without
+        ``stage1`` hashes as before the field existed."""
+        blob = json.dumps(self.dump(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.dump(), sort_keys=False)
+
+    def dump(self) -> dict[str, Any]:
+        """The spec as JSON data, without the fields added after schema 3 where they hold
+        their defaults (``stage1`` unset, ``spn.positives.source: generate``), so that the
+        digests of the specs that existed before stay the same."""
+        data = self.model_dump(mode="json")
+        if self.stage1 is None:
+            data.pop("stage1")
+        positives = data["spn"].get("positives")
+        if positives is not None and positives.get("source") == "generate":
+            positives.pop("source")
+        return data
 
 
 def parse_spec(

@@ -43,6 +43,11 @@ class PositivesSpec(Strict):
     LETTER: ClassVar[str] = "P"
 
     name: str = Field(default="generated", description="files: cap.extend_<name>...")
+    #: ``generate``: build the set (the pipeline, cached); ``released``: read the SPN
+    #: authors' released files as they are (``cap.extend_<name>.train.json`` in FashionIQ's
+    #: captions/, ``cap.rc2.train.extend_<name>.json`` in CIRR's; ``name``: clip, tgcir,
+    #: blip, blip2), no captioning or matching (the other fields below are not used)
+    source: Literal["generate", "released"] = "generate"
     captioner: Literal["oracle", "file", "hf"] = "oracle"
     captioner_options: dict[str, Any] = Field(default_factory=dict)
     dedup_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)

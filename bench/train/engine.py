@@ -9,7 +9,9 @@ The engine owns the phases, checkpoints and logging; methods only encode, modifi
   best weights of the phase before;
 * otherwise the one phase its modifiers add (:func:`bench.spn.modifiers.modifier_phase`),
   continuing from the stage-1 run of the same spec without modifiers
-  (:meth:`ExperimentSpec.stage1_spec`), trained once and reused by every composition.
+  (:meth:`ExperimentSpec.stage1_spec`), trained once and reused by every composition;
+* with ``stage1: {checkpoint, format}`` the stage-1 run is a released checkpoint imported
+  and evaluated, not trained (:mod:`bench.train.stage1`).
 
 Every epoch is evaluated on the eval split with the format's official metrics; ``last.pt``
 holds everything needed to resume exactly and ``best.pt`` the best epoch on
@@ -54,6 +56,7 @@ from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save
 from bench.train.data import eval_options, extra_eval_options
 from bench.train.loop import PhaseTraining, StepHook, train_epoch
 from bench.train.session import Session, build_session, run_dir_for
+from bench.train.stage1 import finished_import, import_stage1, stage1_tags
 from methods.base import CIRMethod
 
 #: Called after each evaluated epoch with (phase name, global epoch, val metrics).
@@ -152,12 +155,16 @@ def note_old_runs(runs: Path) -> None:
         )
 
 
-def _finished_or_fresh(run_dir: Path, options: TrainOptions) -> TrainResult | None:
+def _finished_or_fresh(
+    run_dir: Path, options: TrainOptions, spec: ExperimentSpec | None = None
+) -> TrainResult | None:
     """A finished run to return (``--resume``), or None to train; refuses to overwrite."""
     if options.restart and run_dir.exists() and distributed.is_main():
         shutil.rmtree(run_dir)
     distributed.barrier()
     finished = TrainResult.load(run_dir)
+    if spec is not None and spec.imports_stage1 and finished is not None:
+        finished = finished_import(run_dir, stage1_tags(spec))
     if finished is not None and options.resume:
         return finished
     if ((run_dir / "last.pt").exists() or finished is not None) and not options.resume:
@@ -229,13 +236,22 @@ def _run_tags(spec: ExperimentSpec, start: RunStart, extra: dict[str, Any]) -> d
     }
     if start.init_from is not None:
         tags["cirbench.stage1_checkpoint"] = str(start.init_from)
-    return tags
+    return tags | stage1_tags(spec)
 
 
 def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) -> TrainResult:
-    finished = _finished_or_fresh(run_dir, options)
+    finished = _finished_or_fresh(run_dir, options, spec)
     if finished is not None:
         return finished
+    if spec.is_stage1 and spec.imports_stage1:
+        return import_stage1(
+            spec,
+            run_dir,
+            progress=options.progress,
+            tracking=options.tracking,
+            parent_run_id=options.parent_run_id,
+            tags=options.tags,
+        )
     start = _start(spec, run_dir, options)
     session, state = start.session, start.state
     composition = spec.spn.composition.name

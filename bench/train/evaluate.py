@@ -27,6 +27,21 @@ def load_trained(spec: ExperimentSpec, checkpoint: Path, *, progress: bool = Tru
     return session
 
 
+def session_metrics(session: Session) -> dict[str, float]:
+    """The session's model on its eval split (the spec's protocol and its extra ones),
+    frozen image features from the feature cache."""
+    spec = session.spec
+    return evaluate_splits(
+        session.method,
+        session.eval_images,
+        session.device,
+        batch_size=spec.eval.batch_size,
+        options=eval_options(spec.dataset),
+        cache=session.cache,
+        also=extra_eval_options(spec.dataset),
+    )
+
+
 def evaluate(
     spec: ExperimentSpec, checkpoint: Path, *, progress: bool = True, tracking: bool = True
 ) -> dict[str, float]:
@@ -41,15 +56,7 @@ def evaluate(
     with TrackedRun(
         spec.experiment, f"{spec.name}-eval", params=spec.flat(), tags=tags, enabled=tracking
     ) as run:
-        metrics = evaluate_splits(
-            session.method,
-            session.eval_images,
-            session.device,
-            batch_size=spec.eval.batch_size,
-            options=eval_options(spec.dataset),
-            cache=session.cache,
-            also=extra_eval_options(spec.dataset),
-        )
+        metrics = session_metrics(session)
         run.log_metrics({f"val.{k}": v for k, v in metrics.items()})
         run.log_dict(metrics, "metrics.json")
     return metrics

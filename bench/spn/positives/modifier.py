@@ -2,7 +2,8 @@
 into each epoch, and P's continuation phase.
 
 * The triplets come from the cached pipeline (:func:`~bench.spn.positives.pipeline.
-  build_positives`), read back in the dataset's own caption records.
+  build_positives`), read back in the dataset's own caption records, or
+  (``spn.positives.source: released``) straight from the SPN authors' released files.
 * Each epoch trains on the human triplets plus a seeded sample of the generated ones,
   ``spn.positives_train.mix_ratio`` per human triplet (``null``: all of them); a zero-shot
   run trains on the generated triplets only.
@@ -21,7 +22,8 @@ import torch
 
 from bench.config import ExperimentSpec, SPNSpec
 from bench.core.arrays import ArrayCache
-from bench.formats.records import TrainTriplet
+from bench.formats.generated import read_generated
+from bench.formats.records import GeneratedTriplet, TrainTriplet
 from bench.spn.modifiers import (
     Modifier,
     PlannedPhase,
@@ -43,9 +45,15 @@ def generated_triplets(
     the dataset's own caption records, with their images' paths."""
     positives = spec.spn.positives
     assert positives is not None
+    if positives.source == "released":
+        released, paths = read_generated(root, spec.dataset.format, positives.name)
+        return _train_triplets(released, f"released/{positives.name}"), paths
     built = build_positives(root, spec.dataset.format, positives, cache=cache, progress=progress)
-    source = f"generated/{positives.name}"
-    triplets = [
+    return _train_triplets(built.triplets, f"generated/{positives.name}"), built.image_paths
+
+
+def _train_triplets(generated: list[GeneratedTriplet], source: str) -> list[TrainTriplet]:
+    return [
         TrainTriplet(
             g.reference,
             g.target,
@@ -53,9 +61,8 @@ def generated_triplets(
             source,
             generated=True,
         )
-        for g in built.triplets
+        for g in generated
     ]
-    return triplets, built.image_paths
 
 
 def epoch_triplets(

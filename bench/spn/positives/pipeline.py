@@ -387,7 +387,7 @@ class PositivesBuild:
         build_key = digest(
             GENERATOR,
             self.format,
-            spec.model_dump(mode="json"),
+            spec.model_dump(mode="json", exclude={"source"}),  # "generate" here
             [key for key, _ in self.pairs().values()],
             captions_digest,
         )
