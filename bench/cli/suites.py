@@ -1,4 +1,4 @@
-"""``cirbench sweep|report|ablate|suites``: the experiment suites."""
+"""``cirbench sweep|report|ablate|reproduce|suites``: the experiment suites."""
 
 from __future__ import annotations
 
@@ -85,12 +85,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from bench.runner.ablate import ABLATE_SUITES, ablate, expand_suite_names
 
+    default = ("reproduce",) if args.checkpoints else ABLATE_SUITES
     if args.dry_run:
-        return _print_dry_run(list(expand_suite_names(args.suites or ABLATE_SUITES)), args)
+        return _print_dry_run(list(expand_suite_names(args.suites or default)), args)
 
     seconds = ablate(
+        checkpoints=args.checkpoints,
         profile=args.profile,
-        suites=expand_suite_names(args.suites or ABLATE_SUITES),
+        suites=expand_suite_names(args.suites or default),
         data_root=args.data_root,
         methods=tuple(args.methods) if args.methods else None,
         seeds=tuple(args.seeds) if args.seeds else None,
@@ -101,6 +103,38 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     )
     print(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=2))
     return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from bench.runner.reproduce import reproduce
+
+    result = reproduce(
+        args.data_root,
+        args.checkpoints,
+        methods=tuple(args.methods) if args.methods else None,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        overrides=tuple(args.set),
+        out=args.out,
+        progress=not args.quiet,
+    )
+    for table in result.tables:
+        print(table.markdown())
+    print(f"tables: {result.folder}")
+    for m in result.errors:
+        print(f"cirbench: error: {m.method} {m.dataset} {m.weights}: {m.error}", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
+def _add_checkpoints_argument(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        required=required,
+        metavar="DIR",
+        help="the released checkpoints in SPN4CIR's layout (data/<method>/<data>_stage1.pt, "
+        "checkpoints/<data>_<model>/best.pt; see the README)"
+        + ("" if required else ": runs the reproduce suite"),
+    )
 
 
 def _cmd_suites(args: argparse.Namespace) -> int:
@@ -157,7 +191,29 @@ def register(commands: argparse._SubParsersAction) -> None:
     ablate.add_argument("--workers", type=int, default=1)
     ablate.add_argument("--out", type=Path, default=Path("reports"))
     _add_dry_run_arguments(ablate)
+    _add_checkpoints_argument(ablate, required=False)
     ablate.set_defaults(handler=_cmd_ablate)
+
+    again = commands.add_parser(
+        "reproduce",
+        help="Tables 2 and 3 from the released checkpoints: published vs measured",
+    )
+    again.add_argument(
+        "--data-root",
+        action="append",
+        required=True,
+        metavar="DIR|FORMAT=DIR",
+        help="the real datasets (fashionIQ_dataset/, cirr_dataset/ in the reference layout)",
+    )
+    _add_checkpoints_argument(again, required=True)
+    again.add_argument("--methods", nargs="+", help="only these methods (default: all)")
+    again.add_argument("--seeds", type=int, nargs="+", help="seeds of the trained stage 2")
+    again.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override spec values"
+    )
+    again.add_argument("--out", type=Path, default=Path("reports"))
+    again.add_argument("--quiet", action="store_true", help="no progress bars")
+    again.set_defaults(handler=_cmd_reproduce)
 
     suites = commands.add_parser("suites", help="list the experiment suites and profiles")
     suites.set_defaults(handler=_cmd_suites)

@@ -10,6 +10,7 @@ from bench.config import SpecError
 from bench.core import distributed
 from bench.report import build_report
 from bench.runner.grid import SweepError, SweepResult, run_grid
+from bench.runner.reproduce import reproduce
 from bench.runner.study import run_study
 from bench.runner.suites import (
     DataRoots,
@@ -50,6 +51,11 @@ def sweep(
         overrides=overrides,
         storage=storage,
     )
+    if run.suite.released:
+        raise SweepError(
+            f"suite {suite_name} starts from released checkpoints: run it with `cirbench "
+            "reproduce --data-root DIR --checkpoints DIR` (or `cirbench ablate --checkpoints DIR`)"
+        )
     if run.suite.kind == "study":
         return run_study(
             run, storage=storage, workers=workers, n_trials=n_trials, progress=progress
@@ -112,9 +118,12 @@ def ablate(
     storage: str | None = None,
     out: str | Path = "reports",
     progress: bool = True,
+    checkpoints: str | Path | None = None,
 ) -> dict[str, float]:
     """Every suite swept, then reported; returns seconds per suite (and ``total``).
-    ``ablation_spn`` goes first: Tables 2 and 3 reuse its none and P+N points."""
+    ``ablation_spn`` goes first: Tables 2 and 3 reuse its none and P+N points. A suite of
+    released checkpoints (``reproduce``) runs :func:`bench.runner.reproduce.reproduce` on
+    ``checkpoints``."""
     suites = expand_suite_names(suites)
     for name in suites:  # every suite file parses before the first one runs
         load_suite(name)
@@ -123,6 +132,15 @@ def ablate(
     for name in suites:
         t0 = time.perf_counter()
         print(f"{log_prefix} {name} ({profile})", flush=True)
+        if load_suite(name).released:
+            if checkpoints is None:
+                raise SweepError(f"suite {name} needs the released checkpoints: --checkpoints DIR")
+            done = reproduce(
+                data_root, checkpoints, methods=methods, seeds=seeds, out=out, progress=progress
+            )
+            seconds[name] = time.perf_counter() - t0
+            print(f"{log_prefix} {name}: {seconds[name]:.0f} s -> {done.folder}", flush=True)
+            continue
         sweep(
             name,
             profile=profile,

@@ -93,6 +93,9 @@ class SuiteSpec(Strict):
     study: StudySpec | None = None
     #: splits whose test-server files every finished point writes (CIRR: [test1])
     submissions: tuple[str, ...] = ()
+    #: the points start from released checkpoints: run by ``cirbench reproduce`` (or
+    #: ``cirbench ablate --checkpoints DIR``), not by a plain sweep
+    released: bool = False
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     @field_validator("compositions")
