@@ -1,6 +1,6 @@
-"""``cirbench methods``, ``cirbench recipes`` and ``cirbench backbone pretrain``: what is
-registered, the SPN recipe each method's base file declares, and the synthetic world's
-pre-trained backbones."""
+"""``cirbench methods``, ``cirbench checkpoints``, ``cirbench recipes`` and ``cirbench
+backbone pretrain``: what is registered (methods, released checkpoint formats), the SPN
+recipe each method's base file declares, and the synthetic world's pre-trained backbones."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         phases = ", ".join(p.name for p in cls.phases)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         print(f"{name:14s} phases: {phases:20s} {doc}")
+    return 0
+
+
+def _cmd_checkpoints(args: argparse.Namespace) -> int:
+    from bench.checkpoints import checkpoint_format_names, get_checkpoint_format
+
+    for name in checkpoint_format_names():
+        fmt = get_checkpoint_format(name)
+        files = " + ".join(f"{p}?" if p in fmt.optional else p for p in fmt.parts)
+        print(f"{name:13s} {fmt.method:12s} {fmt.stage}  files: {files:22s} {fmt.source}")
     return 0
 
 
@@ -44,6 +54,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     methods = commands.add_parser("methods", help="list registered CIR methods")
     methods.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'clip*'")
     methods.set_defaults(handler=_cmd_methods)
+
+    checkpoints = commands.add_parser(
+        "checkpoints", help="list the released checkpoint formats (stage1.format)"
+    )
+    checkpoints.set_defaults(handler=_cmd_checkpoints)
 
     recipes = commands.add_parser(
         "recipes", help="the SPN recipe per method and dataset, from experiments/methods/"

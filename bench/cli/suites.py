@@ -112,6 +112,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         args.data_root,
         args.checkpoints,
         methods=tuple(args.methods) if args.methods else None,
+        datasets=tuple(args.datasets) if args.datasets else None,
         seeds=tuple(args.seeds) if args.seeds else None,
         overrides=tuple(args.set),
         out=args.out,
@@ -207,6 +208,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     _add_checkpoints_argument(again, required=True)
     again.add_argument("--methods", nargs="+", help="only these methods (default: all)")
+    again.add_argument(
+        "--datasets", nargs="+", help="fashioniq (Table 2) and/or cirr (Table 3); default both"
+    )
     again.add_argument("--seeds", type=int, nargs="+", help="seeds of the trained stage 2")
     again.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override spec values"

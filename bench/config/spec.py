@@ -71,7 +71,9 @@ class Stage1Spec(Strict):
     files) and the format name (``bench.checkpoints.checkpoint_format_names()``)."""
 
     checkpoint: tuple[str, ...] = Field(description="the file, or a list of the format's files")
-    format: str = Field(description="a released checkpoint format (cirbench checkpoints)")
+    format: str = Field(
+        description="a released checkpoint format (`cirbench checkpoints` lists them)"
+    )
 
     @field_validator("checkpoint", mode="before")
     @classmethod

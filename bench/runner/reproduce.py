@@ -22,6 +22,7 @@ the val number beside them. The tables go to ``<out>/reproduce/`` (Markdown and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ from bench.formats import get_format
 from bench.report.paper import Published, load_published, measured_setting, paper_names
 from bench.report.tables import Table
 from bench.runner.grid import point_submissions
-from bench.runner.suites import DataRoots, Point, SuiteRun, load_suite
+from bench.runner.profiles import get_profile
+from bench.runner.suites import DataRoots, Point, SuiteRun, load_suite, resolve_data_roots
 from bench.train.engine import train
 
 SUITE = "reproduce"
@@ -130,7 +132,7 @@ def _run(run: SuiteRun, m: Measurement, point: Point, overrides: list[str], prog
 
 def _with_submissions(run: SuiteRun) -> SuiteRun:
     suite = run.suite.model_copy(update={"submissions": ("test1",)})
-    return SuiteRun(suite, run.profile, run.data_roots, run.seeds_override)
+    return dataclasses.replace(run, suite=suite)
 
 
 def measure(
@@ -285,6 +287,7 @@ def reproduce(
     checkpoints: str | Path,
     *,
     methods: tuple[str, ...] | None = None,
+    datasets: tuple[str, ...] | None = None,
     seeds: tuple[int, ...] | None = None,
     overrides: tuple[str, ...] = (),
     out: str | Path = "reports",
@@ -297,8 +300,19 @@ def reproduce(
     checkpoints = Path(checkpoints).expanduser().resolve()
     if not checkpoints.is_dir():
         raise SpecError(f"--checkpoints {checkpoints}: not a folder")
-    run = SuiteRun.open(
-        SUITE, "default", data_root, seeds=seeds, methods=methods, overrides=overrides
+    suite = load_suite(SUITE)
+    if datasets:
+        unknown = sorted(set(datasets) - set(suite.datasets))
+        if unknown:
+            raise SpecError(f"--datasets {unknown}: the paper tables are {list(suite.datasets)}")
+        suite = suite.model_copy(update={"datasets": tuple(datasets)})
+    run = SuiteRun(
+        suite,
+        get_profile("default"),
+        resolve_data_roots(data_root, suite.datasets),
+        seeds_override=seeds,
+        extra_overrides=overrides,
+        methods_override=methods,
     )
     measurements = [
         m
