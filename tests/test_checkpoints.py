@@ -5,6 +5,7 @@ code does, imported into a fresh model: the same outputs as the exporting model.
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -27,25 +28,29 @@ ARCHS = {
     "sprc": "hf-blip2:tiny",
 }
 PARAMS = {"tgcir": {"loss": "original"}}  # the released TG-CIR files carry its teacher
-_BACKBONES: dict[tuple[str, int], object] = {}
+_BACKBONES: dict[str, object] = {}
 
 
-def tiny(method: str, seed: int, perturb: bool = True, **params):
-    key = (ARCHS[method], seed)
+def tiny(method: str, seed: int, **params):
+    key = ARCHS[method]  # one backbone per family; ``seed`` draws the perturbation
     if key not in _BACKBONES:
-        _BACKBONES[key] = load_backbone(ARCHS[method], "random", seed=seed)
+        _BACKBONES[key] = load_backbone(key, "random", seed=0)
     params = PARAMS.get(method, {}) | params
     model = create_method(method, copy.deepcopy(_BACKBONES[key]), params)
-    if perturb:  # every weight distinctive (LayerNorms are 1/0, offsets 0)
-        gen = torch.Generator().manual_seed(seed + 100)
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.is_floating_point():
-                    p.add_(0.01 * torch.randn(p.shape, generator=gen))
-            for name, p in model.named_parameters():
-                if name.endswith("self_attn.qkv.bias") and method == "sprc":
-                    p.view(3, -1)[1].zero_()  # the EVA ViT has no key bias (LAVIS q/v_bias)
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():  # every weight distinctive (LayerNorms are 1/0, offsets 0)
+        for name, p in model.named_parameters():
+            if p.is_floating_point():
+                p.add_(0.01 * torch.randn(p.shape, generator=gen))
+            if name.endswith("self_attn.qkv.bias") and method == "sprc":
+                p.view(3, -1)[1].zero_()  # the EVA ViT has no key bias (LAVIS q/v_bias)
     return model.eval()
+
+
+@functools.cache
+def exporting(method: str):
+    """The (seed 1) model every test exports from; copy it before changing it."""
+    return tiny(method, 1)
 
 
 def outputs(model, phase: str | None = None) -> list[torch.Tensor]:
@@ -78,7 +83,7 @@ def assert_same_outputs(a, b, phase: str | None = None) -> None:
 @pytest.mark.parametrize("name", checkpoint_format_names())
 def test_every_format_round_trips_through_its_released_layout(name, tmp_path):
     fmt = get_checkpoint_format(name)
-    source, fresh = tiny(fmt.method, 1), tiny(fmt.method, 2)
+    source, fresh = copy.deepcopy(exporting(fmt.method)), tiny(fmt.method, 2)
     if fmt.stage == "stage1" and fmt.method == "sprc":
         with torch.no_grad():  # SPRC's own files have no query copy: the offset is zero
             for p in source.query_offset.parameters():
@@ -100,7 +105,7 @@ def test_every_format_round_trips_through_its_released_layout(name, tmp_path):
 
 def test_released_layouts_have_the_original_key_names_and_nesting(tmp_path):
     """What each exporter writes is the original code's layout, key by key."""
-    clip, combiner = get_checkpoint_format("clip4cir").from_method(tiny("clip4cir", 1))
+    clip, combiner = get_checkpoint_format("clip4cir").from_method(exporting("clip4cir"))
     assert set(clip) == {"epoch", "CLIP"} and set(combiner) == {"epoch", "Combiner"}
     assert "visual.conv1.weight" in clip["CLIP"] and "ln_final.weight" in clip["CLIP"]
     assert {k.rsplit(".", 1)[0] for k in combiner["Combiner"]} == {
@@ -111,25 +116,25 @@ def test_released_layouts_have_the_original_key_names_and_nesting(tmp_path):
         "dynamic_scalar.0",
         "dynamic_scalar.3",
     }
-    [tg] = get_checkpoint_format("tgcir").from_method(tiny("tgcir", 1))
+    [tg] = get_checkpoint_format("tgcir").from_method(exporting("tgcir"))
     keys = set(tg["state_dict"])
     assert tg["state_dict"]["backbone.tokenlearn.tokenizers.0.conv.0.weight"].shape[::2] == (1, 1)
     assert {"backbone.masks.weight", "loss_T", "local_weight", "s_remain_map.0.weight"} <= keys
     assert {"t_remain_map.2.bias", "t_replace_map.0.weight", "backbone.fc.weight"} <= keys
     assert "backbone.image_backbone.conv1.weight" in keys
     assert not any("_text" in k for k in keys)  # the original shares masks / token learner
-    [spn_tg] = get_checkpoint_format("spn_tgcir").from_method(tiny("tgcir", 1))
+    [spn_tg] = get_checkpoint_format("spn_tgcir").from_method(exporting("tgcir"))
     assert "backbone.masks_text.weight" in spn_tg["state_dict"]
     assert "loss_T" not in spn_tg["state_dict"]
-    [blip] = get_checkpoint_format("blip4cir").from_method(tiny("blip4cir_bi", 1))
+    [blip] = get_checkpoint_format("blip4cir").from_method(exporting("blip4cir_bi"))
     assert "visual_encoder.cls_token" in blip["BLIP_Retrieval"]
     assert "temp" in blip["BLIP_Retrieval"]
-    [spn_blip] = get_checkpoint_format("spn_blip4cir").from_method(tiny("blip4cir_bi", 1))
+    [spn_blip] = get_checkpoint_format("spn_blip4cir").from_method(exporting("blip4cir_bi"))
     assert all(k.startswith("blip.") or k == "tau" for k in spn_blip["state_dict"])
-    [sprc] = get_checkpoint_format("sprc").from_method(tiny("sprc", 1))
+    [sprc] = get_checkpoint_format("sprc").from_method(exporting("sprc"))
     inner = sprc["Blip2QformerCirAlignPrompt"]
     assert "prompt_tokens" in inner and "visual_encoder.blocks.0.attn.q_bias" in inner
-    [spn_sprc] = get_checkpoint_format("spn_sprc").from_method(tiny("sprc", 1))
+    [spn_sprc] = get_checkpoint_format("spn_sprc").from_method(exporting("sprc"))
     keys = spn_sprc["state_dict"]
     assert all(k.startswith("blip_model.") for k in keys)
     assert any(k.startswith("blip_model.Qformer_query.bert.") for k in keys)
@@ -138,7 +143,7 @@ def test_released_layouts_have_the_original_key_names_and_nesting(tmp_path):
 
 def test_clip4cir_fp16_clip_file_loads_and_the_combiner_file_is_needed(tmp_path):
     """CLIP saved from clip.load's GPU model is float16; read and cast to the model's."""
-    source, fresh = tiny("clip4cir", 1), tiny("clip4cir", 2)
+    source, fresh = copy.deepcopy(exporting("clip4cir")), tiny("clip4cir", 2)
     clip, combiner = export_clip4cir_half(source)
     assert clip["CLIP"]["visual.conv1.weight"].dtype == torch.float16
     torch.save(clip, tmp_path / "tuned_clip_best.pt")
@@ -158,8 +163,7 @@ def test_clip4cir_fp16_clip_file_loads_and_the_combiner_file_is_needed(tmp_path)
 
 
 def test_mismatches_are_errors_naming_the_format_and_first_keys(tmp_path):
-    source = tiny("tgcir", 1)
-    [payload] = get_checkpoint_format("spn_tgcir").from_method(source)
+    [payload] = get_checkpoint_format("spn_tgcir").from_method(exporting("tgcir"))
     torch.save(payload, tmp_path / "spn.pt")
     target = tiny("tgcir", 2)
     before = {k: v.clone() for k, v in target.state_dict().items()}

@@ -133,11 +133,9 @@ def map_tgcir_state(state: State, method: CIRMethod, where: str, stage1: bool) -
                 f"{where}: holds text copies of the masks / token learner (backbone.masks_text, "
                 "backbone.tokenlearn_text): an SPN stage-2 file, read it as format spn_tgcir"
             )
-        out["text_heads.masks"] = out.get("image_heads.masks", torch.empty(0)).clone()
-        for param in ("weight", "bias"):
-            key = f"image_heads.token_learner.attention.{param}"
-            if key in out:
-                out[f"text_heads.token_learner.attention.{param}"] = out[key].clone()
+        for name in ("masks", "token_learner.attention.weight", "token_learner.attention.bias"):
+            if f"image_heads.{name}" in out:  # (absent: reported as missing by the check)
+                out[f"text_heads.{name}"] = out[f"image_heads.{name}"].clone()
         out["heads_shared"] = torch.tensor(True)
     else:
         out.setdefault("loss_scale", own["loss_scale"].clone())
