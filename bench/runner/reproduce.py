@@ -141,7 +141,7 @@ def measure(
     """The three measurements of one method on one dataset (see the module docstring)."""
     release = RELEASES.get(method)
     if release is None:
-        return [Measurement(method, dataset, "no released files known", "none", error="–")]
+        return [Measurement(method, dataset, "no released files known", "none")]
     baseline = Measurement(method, dataset, "released stage 1", "none")
     files, extra = _stage1_plan(release, checkpoints, dataset)
     baseline.missing = [p for p in files if not p.is_file()]

@@ -94,16 +94,9 @@ def import_stage1(
     session = build_session(spec, progress=progress, pretrained=False)
     method = session.method
     assert spec.stage1 is not None
-    imported = import_checkpoint(method, spec.stage1.checkpoint, spec.stage1.format)
-    record = {
-        "format": imported.format,
-        "files": [str(f.resolve()) for f in imported.files],
-        "sha256": imported.digest,
-        "phase": method.active_phase,
-    }
-    with TrackedRun(
+    with TrackedRun(  # a file that does not import ends this run FAILED with the error
         spec.experiment,
-        f"{spec.name}[stage1 {imported.format}]",
+        f"{spec.name}[stage1 {spec.stage1.format}]",
         params=spec.flat(),
         tags={
             "cirbench.spec_digest": spec.digest(),
@@ -119,6 +112,13 @@ def import_stage1(
         enabled=tracking,
         parent_run_id=parent_run_id,
     ) as run:
+        imported = import_checkpoint(method, spec.stage1.checkpoint, spec.stage1.format)
+        record = {
+            "format": imported.format,
+            "files": [str(f.resolve()) for f in imported.files],
+            "sha256": imported.digest,
+            "phase": method.active_phase,
+        }
         metrics = session_metrics(session)
         best = {
             "model": method.state_dict(),
