@@ -32,6 +32,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("bench.core",)),
     ("metrics", ("bench.metrics",)),
     ("formats", ("bench.formats",)),
+    # per-query values of runs and the paired bootstrap (numpy and the formats' formulas)
+    ("stats", ("bench.stats",)),
     # spec vocabulary that bench.config validates against (plain Python, no imports)
     ("spn vocabulary", ("bench.spn.compositions", "bench.spn.positives.templates")),
     ("config", ("bench.config",)),

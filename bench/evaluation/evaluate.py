@@ -7,8 +7,11 @@ from collections.abc import Sequence
 import torch
 
 from bench.core.arrays import ArrayCache
+from bench.core.errors import CirbenchError
 from bench.evaluation.encode import SplitImages, encode_cached, query_features
 from bench.formats import EvalOptions, get_format
+from bench.metrics import QueryValues
+from bench.stats import RunQueryValues
 from methods.base import CIRMethod
 
 
@@ -22,13 +25,13 @@ def evaluate_split(
     cache: ArrayCache | None = None,
 ) -> dict[str, float]:
     """Official metrics of one split (one FashionIQ category or one CIRR / CIRCO split)."""
-    [metrics] = split_metrics_under(
+    [values] = split_values_under(
         method, images, device, [options or EvalOptions()], batch_size=batch_size, cache=cache
     )
-    return metrics
+    return get_format(images.split.dataset).group_metrics(values.metrics())
 
 
-def split_metrics_under(
+def split_values_under(
     method: CIRMethod,
     images: SplitImages,
     device: torch.device,
@@ -36,8 +39,9 @@ def split_metrics_under(
     *,
     batch_size: int = 256,
     cache: ArrayCache | None = None,
-) -> list[dict[str, float]]:
-    """One split's metrics under each of several scoring options, encoded once."""
+) -> list[QueryValues]:
+    """One split's per-query metric values under each of several scoring options, encoded
+    once."""
     split = images.split
     if not split.has_targets:
         raise ValueError(f"{split.dataset} {split.name} has no targets; use `cirbench submit`")
@@ -49,7 +53,37 @@ def split_metrics_under(
     finally:
         method.train(was_training)
     fmt, targets = get_format(split.dataset), encoded.target_matrix()
-    return [fmt.split_metrics(split, queries, targets, o, images.rows) for o in options]
+    return [fmt.split_query_values(split, queries, targets, o, images.rows) for o in options]
+
+
+def evaluate_run(
+    method: CIRMethod,
+    splits: Sequence[SplitImages],
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    options: EvalOptions | None = None,
+    cache: ArrayCache | None = None,
+    also: Sequence[EvalOptions] = (),
+) -> RunQueryValues:
+    """Per-query values of every evaluation split (group) under the scoring options and
+    ``also`` (other protocols); their :meth:`~RunQueryValues.metrics` are the run's."""
+    every = [options or EvalOptions(), *also]
+    per_split = {
+        s.split.category: split_values_under(
+            method, s, device, every, batch_size=batch_size, cache=cache
+        )
+        for s in splits
+    }
+    fmt = get_format(splits[0].split.dataset)
+    names = [fmt.protocol_name(o) for o in every]
+    if len(set(names)) != len(names):
+        raise CirbenchError(f"{fmt.title}: scoring options name a protocol twice: {names}")
+    protocols = {
+        name: {group: values[index] for group, values in per_split.items()}
+        for index, name in enumerate(names)
+    }
+    return RunQueryValues(fmt.name, names[0], protocols)
 
 
 def evaluate_splits(
@@ -65,16 +99,12 @@ def evaluate_splits(
     """Metrics over all evaluation splits, combined as their format says (FashionIQ: per
     category and averages). ``also``: other scoring options whose metrics are added with
     their protocol's name as prefix (``full_gallery.Rmean``)."""
-    every = [options or EvalOptions(), *also]
-    per_split = {
-        s.split.category: split_metrics_under(
-            method, s, device, every, batch_size=batch_size, cache=cache
-        )
-        for s in splits
-    }
-    fmt = get_format(splits[0].split.dataset)
-    out = fmt.aggregate({group: metrics[0] for group, metrics in per_split.items()})
-    for index, extra in enumerate(every[1:], start=1):
-        aggregated = fmt.aggregate({group: m[index] for group, m in per_split.items()})
-        out.update({f"{fmt.protocol_name(extra)}.{k}": v for k, v in aggregated.items()})
-    return out
+    return evaluate_run(
+        method,
+        splits,
+        device,
+        batch_size=batch_size,
+        options=options,
+        cache=cache,
+        also=also,
+    ).metrics()

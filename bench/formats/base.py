@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.core.errors import CirbenchError
 from bench.formats.records import CIRSplit, GeneratedTriplet
+from bench.metrics.perquery import QueryValues
 
 _REGISTRY: dict[str, DatasetFormat] = {}
 
@@ -134,6 +135,18 @@ class DatasetFormat(ABC):
         return "standard"
 
     @abstractmethod
+    def split_query_values(
+        self,
+        split: CIRSplit,
+        queries: np.ndarray,
+        gallery: np.ndarray,
+        options: EvalOptions,
+        rows: Callable[[Sequence[str]], np.ndarray],
+    ) -> QueryValues:
+        """Per-query values of one split's official metrics (hits, CIRCO's AP@K), by query
+        id in query order, from L2-normalised query features (query order) and gallery
+        features (``split.gallery`` order); ``rows(names)`` gives gallery rows."""
+
     def split_metrics(
         self,
         split: CIRSplit,
@@ -142,13 +155,27 @@ class DatasetFormat(ABC):
         options: EvalOptions,
         rows: Callable[[Sequence[str]], np.ndarray],
     ) -> dict[str, float]:
-        """Official metrics of one split from L2-normalised query features (query order)
-        and gallery features (``split.gallery`` order); ``rows(names)`` gives gallery rows."""
+        """Official metrics of one split (those of its per-query values, exactly)."""
+        values = self.split_query_values(split, queries, gallery, options, rows)
+        return self.group_metrics(values.metrics())
 
-    def aggregate(self, per_group: Mapping[str | None, dict[str, float]]) -> dict[str, float]:
-        """The metrics of a run from its groups' (default: the one group's)."""
+    def group_metrics(self, means: Mapping[str, Any]) -> dict[str, Any]:
+        """One group's metrics from the means of its per-query values (percent), with the
+        metrics derived from them (CIRR's Rmean); numbers, or numpy arrays element-wise
+        (a bootstrap's resamples). Default: the means as they are."""
+        return dict(means)
+
+    def aggregate(self, per_group: Mapping[str | None, Mapping[str, Any]]) -> dict[str, Any]:
+        """The metrics of a run from its groups' (default: the one group's); numbers, or
+        numpy arrays element-wise."""
         (only,) = per_group.values()
-        return only
+        return dict(only)
+
+    def run_metrics(self, per_group: Mapping[str | None, QueryValues]) -> dict[str, float]:
+        """A run's metrics from its groups' per-query values (what evaluation reports)."""
+        return self.aggregate(
+            {group: self.group_metrics(values.metrics()) for group, values in per_group.items()}
+        )
 
     # ------------------------------------------------------------------ generated triplets
     @abstractmethod

@@ -65,9 +65,10 @@ from bench.formats.validation import (
     read_json_logged,
 )
 from bench.metrics import (
+    QueryValues,
     check_circo_submission,
-    circo_metrics,
-    circo_metrics_from_features,
+    circo_query_values,
+    circo_query_values_from_features,
     circo_submission_from_features,
     circo_submission_from_scores,
     max_similarity,
@@ -450,20 +451,23 @@ class CircoFormat(DatasetFormat):
     def split_files(self, root: Path) -> list[SplitFiles]:
         return [SplitFiles(None, s, annotation_file(root, s), None) for s in SPLITS]
 
-    def split_metrics(
+    def split_query_values(
         self,
         split: CIRSplit,
         queries: np.ndarray,
         gallery: np.ndarray,
         options: EvalOptions,
         rows: Callable[[Sequence[str]], np.ndarray],
-    ) -> dict[str, float]:
-        """mAP@K as the CIRCO server computes it (AP@k normalised by min(k, #gt))."""
+    ) -> QueryValues:
+        """AP@K per query as the CIRCO server computes it (normalised by min(k, #gt))."""
         refs = [q.reference for q in split.queries]
         targets = [list(q.targets) for q in split.queries]
+        ids = [q.query_id for q in split.queries]
         if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
-            return circo_metrics(max_similarity(queries, gallery), split.gallery, refs, targets)
-        return circo_metrics_from_features(queries, gallery, split.gallery, refs, targets)
+            scores = max_similarity(queries, gallery)
+            return QueryValues.of(ids, circo_query_values(scores, split.gallery, refs, targets))
+        values = circo_query_values_from_features(queries, gallery, split.gallery, refs, targets)
+        return QueryValues.of(ids, values)
 
     def write_submission(
         self, split: CIRSplit, queries: np.ndarray, gallery: np.ndarray, out_dir: Path, name: str

@@ -52,13 +52,15 @@ from bench.formats.validation import (
     read_json_logged,
 )
 from bench.metrics import (
+    QueryValues,
     check_cirr_submission,
-    cirr_metrics,
-    cirr_metrics_from_features,
+    cirr_query_values,
+    cirr_query_values_from_features,
     cirr_submission_from_scores,
     max_similarity,
     subset_topk_names,
     topk_names,
+    with_cirr_rmean,
     write_cirr_submission,
 )
 
@@ -441,16 +443,16 @@ class CirrFormat(DatasetFormat):
     def protocol_name(self, options: EvalOptions) -> str:
         return f"{options.targets}_targets"  # the reference always removed
 
-    def split_metrics(
+    def split_query_values(
         self,
         split: CIRSplit,
         queries: np.ndarray,
         gallery: np.ndarray,
         options: EvalOptions,
         rows: Callable[[Sequence[str]], np.ndarray],
-    ) -> dict[str, float]:
-        """R@1/5/10/50 and Rsubset@1/2/3 against ``target_hard`` (``options.targets ==
-        "soft"``: any soft target of weight 1.0, the hard one when none has)."""
+    ) -> QueryValues:
+        """Hits at R@1/5/10/50 and Rsubset@1/2/3 against ``target_hard`` (``options.targets
+        == "soft"``: any soft target of weight 1.0, the hard one when none has)."""
         targets: list[str | list[str]] = [
             [n for n, w in (q.soft_targets or {}).items() if w == 1.0] or [q.target]
             if options.targets == "soft"
@@ -459,10 +461,20 @@ class CirrFormat(DatasetFormat):
         ]
         refs = [q.reference for q in split.queries]
         groups = [list(q.group) for q in split.queries]
+        ids = [q.query_id for q in split.queries]
         if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
             scores = max_similarity(queries, gallery)
-            return cirr_metrics(scores, split.gallery, refs, targets, groups)
-        return cirr_metrics_from_features(queries, gallery, split.gallery, refs, targets, groups)
+            return QueryValues.of(
+                ids, cirr_query_values(scores, split.gallery, refs, targets, groups)
+            )
+        values = cirr_query_values_from_features(
+            queries, gallery, split.gallery, refs, targets, groups
+        )
+        return QueryValues.of(ids, values)
+
+    def group_metrics(self, means: Mapping[str, Any]) -> dict[str, Any]:
+        """The recalls and Rmean = (R@5 + Rsubset@1) / 2."""
+        return with_cirr_rmean(means)
 
     def write_submission(
         self, split: CIRSplit, queries: np.ndarray, gallery: np.ndarray, out_dir: Path, name: str

@@ -51,10 +51,11 @@ from bench.formats.validation import (
     read_json_logged,
 )
 from bench.metrics import (
+    QueryValues,
     fashioniq_average,
-    fashioniq_metrics_for_protocol,
-    fashioniq_metrics_from_features,
     fashioniq_protocol_gallery,
+    fashioniq_query_values_for_protocol,
+    fashioniq_query_values_from_features,
     get_fashioniq_protocol,
     max_similarity,
 )
@@ -321,27 +322,31 @@ class FashionIQFormat(DatasetFormat):
     def protocol_name(self, options: EvalOptions) -> str:
         return get_fashioniq_protocol(options.protocol).name
 
-    def split_metrics(
+    def split_query_values(
         self,
         split: CIRSplit,
         queries: np.ndarray,
         gallery: np.ndarray,
         options: EvalOptions,
         rows: Callable[[Sequence[str]], np.ndarray],
-    ) -> dict[str, float]:
-        """R@10, R@50 under ``options.protocol`` (the gallery it ranks, the reference kept
-        or dropped); a gallery of token sets ``(G, T, D)`` is scored exactly by its best
-        token, single vectors through the faiss top-K path."""
+    ) -> QueryValues:
+        """Hits at R@10, R@50 under ``options.protocol`` (the gallery it ranks, the
+        reference kept or dropped); a gallery of token sets ``(G, T, D)`` is scored exactly
+        by its best token, single vectors through the faiss top-K path."""
         proto = get_fashioniq_protocol(options.protocol)
         refs = [q.reference for q in split.queries]
         targets = [q.target for q in split.queries]
+        ids = [q.query_id for q in split.queries]
         if gallery.ndim == 3:  # token sets scored by their best token (SPRC)
             scores = max_similarity(queries, gallery)
-            return fashioniq_metrics_for_protocol(proto, scores, split.gallery, refs, targets)
+            return QueryValues.of(
+                ids,
+                fashioniq_query_values_for_protocol(proto, scores, split.gallery, refs, targets),
+            )
         names = fashioniq_protocol_gallery(proto, split.gallery, refs, targets)
         if len(names) != len(split.gallery):
             gallery = gallery[rows(names)]
-        return fashioniq_metrics_from_features(
+        values = fashioniq_query_values_from_features(
             queries,
             gallery,
             names,
@@ -349,8 +354,9 @@ class FashionIQFormat(DatasetFormat):
             reference_names=refs,
             drop_reference=proto.drop_reference,
         )
+        return QueryValues.of(ids, values)
 
-    def aggregate(self, per_group: Mapping[str | None, dict[str, float]]) -> dict[str, float]:
+    def aggregate(self, per_group: Mapping[str | None, Mapping[str, Any]]) -> dict[str, Any]:
         """Per-category metrics, their averages and Rmean = (avg R@10 + avg R@50) / 2."""
         return fashioniq_average({str(k): v for k, v in per_group.items()})
 

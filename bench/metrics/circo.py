@@ -42,6 +42,7 @@ from bench.metrics.kernels import (
     gallery_index,
     name_matrix,
     name_vector,
+    percents,
     prepare_features,
 )
 from bench.metrics.submission import (
@@ -77,7 +78,12 @@ def _gt_matrix(gt_names: Sequence[Sequence[str]], index: Mapping[str, int]) -> n
 
 
 def _circo_map(ranks: np.ndarray, n_gt: np.ndarray, ks: Iterable[int]) -> dict[str, float]:
-    """mAP@k (percent) from each query's 0-based ground-truth ranks (distinct; MISS = absent).
+    """mAP@k (percent) from each query's 0-based ground-truth ranks (distinct; MISS = absent)."""
+    return percents(_circo_ap(ranks, n_gt, ks))
+
+
+def _circo_ap(ranks: np.ndarray, n_gt: np.ndarray, ks: Iterable[int]) -> dict[str, np.ndarray]:
+    """Per query AP@k in [0, 1] (``mAP@k`` keys; mAP@k = 100 x their mean).
 
     With the ranks sorted, the j-th retrieved ground truth (1-based) at rank r contributes
     precision j / (r + 1) -- the official cumulative-sum formula, without building lists.
@@ -86,11 +92,9 @@ def _circo_map(ranks: np.ndarray, n_gt: np.ndarray, ks: Iterable[int]) -> dict[s
     hit = r < MISS
     pos = np.where(hit, r, 0).astype(np.float64) + 1.0
     prec = np.arange(1, r.shape[1] + 1, dtype=np.float64)[None, :] / pos
-    out: dict[str, float] = {}
-    for k in ks:
-        ap = np.where(hit & (r < k), prec, 0.0).sum(axis=1) / np.minimum(n_gt, k)
-        out[f"mAP@{k}"] = float(100.0 * ap.mean())
-    return out
+    return {
+        f"mAP@{k}": np.where(hit & (r < k), prec, 0.0).sum(axis=1) / np.minimum(n_gt, k) for k in ks
+    }
 
 
 def _circo_refs(
@@ -123,6 +127,23 @@ def circo_metrics(
     reference stays in the ranking (``drop_reference=True`` removes it, an unofficial
     variant); AP@k is normalised by min(#gt, k). Ties: gallery-order tie-break.
     """
+    return percents(
+        circo_query_values(
+            scores, gallery_names, reference_names, gt_names, drop_reference=drop_reference
+        )
+    )
+
+
+def circo_query_values(
+    scores: Any,
+    gallery_names: Sequence[str],
+    reference_names: Sequence[str] | None,
+    gt_names: Sequence[Sequence[str]],
+    *,
+    drop_reference: bool = False,
+) -> dict[str, np.ndarray]:
+    """Per query (query order) its AP@5/10/25/50 in [0, 1] (``mAP@k`` keys), whose means
+    x 100 are :func:`circo_metrics`."""
     arr = check_scores(scores)
     q, g = arr.shape
     check_len("gallery_names", gallery_names, g, "the number of score columns")
@@ -131,7 +152,7 @@ def circo_metrics(
     gts = _gt_matrix(gt_names, index)
     refs = _circo_refs(reference_names, index, q, drop_reference)
     ranks = np.column_stack([best_ranks(arr, gts[:, m : m + 1], refs) for m in range(gts.shape[1])])
-    return _circo_map(ranks, (gts >= 0).sum(axis=1), CIRCO_KS)
+    return _circo_ap(ranks, (gts >= 0).sum(axis=1), CIRCO_KS)
 
 
 def circo_metrics_from_features(
@@ -149,6 +170,30 @@ def circo_metrics_from_features(
     Same semantics as ``circo_metrics`` on ``query @ gallery.T`` (L2-normalised first when
     ``normalize``).
     """
+    return percents(
+        circo_query_values_from_features(
+            query_features,
+            gallery_features,
+            gallery_names,
+            reference_names,
+            gt_names,
+            drop_reference=drop_reference,
+            normalize=normalize,
+        )
+    )
+
+
+def circo_query_values_from_features(
+    query_features: Any,
+    gallery_features: Any,
+    gallery_names: Sequence[str],
+    reference_names: Sequence[str] | None,
+    gt_names: Sequence[Sequence[str]],
+    *,
+    drop_reference: bool = False,
+    normalize: bool = True,
+) -> dict[str, np.ndarray]:
+    """Per-query AP@k (:func:`circo_query_values`) from features (faiss top-K)."""
     qf, gf = prepare_features(query_features, gallery_features, gallery_names, normalize)
     q = qf.shape[0]
     check_len("gt_names", gt_names, q, "the number of queries")
@@ -159,7 +204,7 @@ def circo_metrics_from_features(
     ranks = np.column_stack(
         [best_ranks_from_topk(top, gts[:, m : m + 1], refs) for m in range(gts.shape[1])]
     )
-    return _circo_map(ranks, (gts >= 0).sum(axis=1), CIRCO_KS)
+    return _circo_ap(ranks, (gts >= 0).sum(axis=1), CIRCO_KS)
 
 
 def circo_metrics_from_rankings(

@@ -40,11 +40,12 @@ from bench.metrics.kernels import (
     faiss_topk,
     gallery_index,
     group_matrix,
+    hits,
     member_scores,
     name_matrix,
     name_vector,
+    percents,
     prepare_features,
-    recalls,
     subset_ranks,
 )
 from bench.metrics.submission import (
@@ -84,25 +85,47 @@ def cirr_metrics(
     members (reference included in ``group_members`` as in CIRR ``img_set``, excluded from
     the ranking). Ties: gallery-order tie-break (see :mod:`bench.metrics`).
     """
+    values = cirr_query_values(scores, gallery_names, reference_names, target_names, group_members)
+    return with_cirr_rmean(percents(values))
+
+
+def with_cirr_rmean(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics with CIRR's Rmean = (R@5 + Rsubset@1) / 2 added (numbers, or numpy
+    arrays element-wise)."""
+    return {**metrics, "Rmean": (metrics["R@5"] + metrics["Rsubset@1"]) / 2}
+
+
+def _check_query_lists(q: int, against: str, **lists: Sequence[Any]) -> None:
+    for what, seq in lists.items():
+        check_len(what, seq, q, against)
+
+
+def cirr_query_values(
+    scores: Any,
+    gallery_names: Sequence[str],
+    reference_names: Sequence[str],
+    target_names: Sequence[TargetSpec],
+    group_members: Sequence[Sequence[str]],
+) -> dict[str, np.ndarray]:
+    """Per query (query order): its hits at R@1/5/10/50 and Rsubset@1/2/3 (bool arrays),
+    as :func:`cirr_metrics` counts them."""
     arr = check_scores(scores)
     q, g = arr.shape
     check_len("gallery_names", gallery_names, g, "the number of score columns")
-    for what, seq in (
-        ("reference_names", reference_names),
-        ("target_names", target_names),
-        ("group_members", group_members),
-    ):
-        check_len(what, seq, q, "the number of score rows (queries)")
+    _check_query_lists(
+        q,
+        "the number of score rows (queries)",
+        reference_names=reference_names,
+        target_names=target_names,
+        group_members=group_members,
+    )
     index = gallery_index(gallery_names)
     refs = name_vector(reference_names, index, "reference")
     targets = name_matrix(target_names, index, "target")
     members, valid = group_matrix(group_members, index, refs)
-    out = recalls(best_ranks(arr, targets, refs), CIRR_KS, "R")
+    out = hits(best_ranks(arr, targets, refs), CIRR_KS, "R")
     sub_scores = arr[np.arange(q)[:, None], np.maximum(members, 0)]
-    out.update(
-        recalls(subset_ranks(sub_scores, members, valid, targets), CIRR_SUBSET_KS, "Rsubset")
-    )
-    out["Rmean"] = (out["R@5"] + out["Rsubset@1"]) / 2
+    out.update(hits(subset_ranks(sub_scores, members, valid, targets), CIRR_SUBSET_KS, "Rsubset"))
     return out
 
 
@@ -120,23 +143,44 @@ def cirr_metrics_from_features(
     Same semantics as ``cirr_metrics`` on ``query @ gallery.T`` (L2-normalised first when
     ``normalize``).
     """
+    values = cirr_query_values_from_features(
+        query_features,
+        gallery_features,
+        gallery_names,
+        reference_names,
+        target_names,
+        group_members,
+        normalize,
+    )
+    return with_cirr_rmean(percents(values))
+
+
+def cirr_query_values_from_features(
+    query_features: Any,
+    gallery_features: Any,
+    gallery_names: Sequence[str],
+    reference_names: Sequence[str],
+    target_names: Sequence[TargetSpec],
+    group_members: Sequence[Sequence[str]],
+    normalize: bool = True,
+) -> dict[str, np.ndarray]:
+    """Per-query hits (:func:`cirr_query_values`) from features."""
     qf, gf = prepare_features(query_features, gallery_features, gallery_names, normalize)
-    q = qf.shape[0]
-    for what, seq in (
-        ("reference_names", reference_names),
-        ("target_names", target_names),
-        ("group_members", group_members),
-    ):
-        check_len(what, seq, q, "the number of queries")
+    _check_query_lists(
+        qf.shape[0],
+        "the number of queries",
+        reference_names=reference_names,
+        target_names=target_names,
+        group_members=group_members,
+    )
     index = gallery_index(gallery_names)
     refs = name_vector(reference_names, index, "reference")
     targets = name_matrix(target_names, index, "target")
     members, valid = group_matrix(group_members, index, refs)
     top = faiss_topk(qf, gf, max(CIRR_KS) + 1)
-    out = recalls(best_ranks_from_topk(top, targets, refs), CIRR_KS, "R")
+    out = hits(best_ranks_from_topk(top, targets, refs), CIRR_KS, "R")
     sub = subset_ranks(member_scores(qf, gf, members), members, valid, targets)
-    out.update(recalls(sub, CIRR_SUBSET_KS, "Rsubset"))
-    out["Rmean"] = (out["R@5"] + out["Rsubset@1"]) / 2
+    out.update(hits(sub, CIRR_SUBSET_KS, "Rsubset"))
     return out
 
 

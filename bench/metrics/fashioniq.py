@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+import numpy as np
+
 from bench.core.errors import MetricInputError
 from bench.metrics.kernels import (
     SHOW,
@@ -34,10 +36,11 @@ from bench.metrics.kernels import (
     check_scores,
     faiss_topk,
     gallery_index,
+    hits,
     name_matrix,
     name_vector,
+    percents,
     prepare_features,
-    recalls,
     target_list,
 )
 
@@ -138,20 +141,53 @@ def fashioniq_metrics(
     removes each query's reference (needs ``reference_names``). Ties: gallery-order
     tie-break (see :mod:`bench.metrics`).
     """
+    return percents(
+        fashioniq_query_values(
+            scores,
+            gallery_names,
+            target_names,
+            reference_names=reference_names,
+            drop_reference=drop_reference,
+        )
+    )
+
+
+def fashioniq_query_values(
+    scores: Any,
+    gallery_names: Sequence[str],
+    target_names: Sequence[TargetSpec],
+    *,
+    reference_names: Sequence[str] | None = None,
+    drop_reference: bool = False,
+) -> dict[str, np.ndarray]:
+    """Per query (query order): whether it hits at 10 and at 50 (``R@10``, ``R@50``: bool
+    arrays), as :func:`fashioniq_metrics` counts them."""
     arr = check_scores(scores)
     q, g = arr.shape
     check_len("gallery_names", gallery_names, g, "the number of score columns")
     check_len("target_names", target_names, q, "the number of score rows (queries)")
     index = gallery_index(gallery_names)
     targets = name_matrix(target_names, index, "target")
-    refs = None
+    refs = _reference_vector(reference_names, index, q, drop_reference, "score rows (queries)")
+    return hits(best_ranks(arr, targets, refs), FASHIONIQ_KS, "R")
+
+
+def _reference_vector(
+    reference_names: Sequence[str] | None,
+    index: Mapping[str, int],
+    q: int,
+    drop_reference: bool,
+    rows: str,
+) -> np.ndarray | None:
+    """The references' gallery indices when ``drop_reference`` (else None); a given list
+    must have one entry per query."""
     if reference_names is not None:
-        check_len("reference_names", reference_names, q, "the number of score rows (queries)")
-    if drop_reference:
-        if reference_names is None:
-            raise MetricInputError("drop_reference=True needs reference_names")
-        refs = name_vector(reference_names, index, "reference")
-    return recalls(best_ranks(arr, targets, refs), FASHIONIQ_KS, "R")
+        check_len("reference_names", reference_names, q, f"the number of {rows}")
+    if not drop_reference:
+        return None
+    if reference_names is None:
+        raise MetricInputError("drop_reference=True needs reference_names")
+    return name_vector(reference_names, index, "reference")
 
 
 def fashioniq_metrics_for_protocol(
@@ -162,6 +198,21 @@ def fashioniq_metrics_for_protocol(
     target_names: Sequence[TargetSpec],
 ) -> dict[str, float]:
     """FashionIQ metrics under a named protocol from scores against the whole split gallery."""
+    return percents(
+        fashioniq_query_values_for_protocol(
+            protocol, scores, split_gallery, reference_names, target_names
+        )
+    )
+
+
+def fashioniq_query_values_for_protocol(
+    protocol: str | FashionIQProtocol,
+    scores: Any,
+    split_gallery: Sequence[str],
+    reference_names: Sequence[str],
+    target_names: Sequence[TargetSpec],
+) -> dict[str, np.ndarray]:
+    """Per-query hits (:func:`fashioniq_query_values`) under a named protocol."""
     proto = get_fashioniq_protocol(protocol)
     arr = check_scores(scores)
     check_len("split_gallery", split_gallery, arr.shape[1], "the number of score columns")
@@ -169,7 +220,7 @@ def fashioniq_metrics_for_protocol(
     if len(gallery) != len(split_gallery):
         index = gallery_index(split_gallery)
         arr = arr[:, [index[n] for n in gallery]]
-    return fashioniq_metrics(
+    return fashioniq_query_values(
         arr,
         gallery,
         target_names,
@@ -193,39 +244,63 @@ def fashioniq_metrics_from_features(
     Same semantics as ``fashioniq_metrics`` on ``query @ gallery.T`` (L2-normalised first
     when ``normalize``).
     """
+    return percents(
+        fashioniq_query_values_from_features(
+            query_features,
+            gallery_features,
+            gallery_names,
+            target_names,
+            reference_names=reference_names,
+            drop_reference=drop_reference,
+            normalize=normalize,
+        )
+    )
+
+
+def fashioniq_query_values_from_features(
+    query_features: Any,
+    gallery_features: Any,
+    gallery_names: Sequence[str],
+    target_names: Sequence[TargetSpec],
+    *,
+    reference_names: Sequence[str] | None = None,
+    drop_reference: bool = False,
+    normalize: bool = True,
+) -> dict[str, np.ndarray]:
+    """Per-query hits (:func:`fashioniq_query_values`) from features (faiss top-51)."""
     qf, gf = prepare_features(query_features, gallery_features, gallery_names, normalize)
     q = qf.shape[0]
     check_len("target_names", target_names, q, "the number of queries")
     index = gallery_index(gallery_names)
     targets = name_matrix(target_names, index, "target")
-    refs = None
-    if reference_names is not None:
-        check_len("reference_names", reference_names, q, "the number of queries")
-    if drop_reference:
-        if reference_names is None:
-            raise MetricInputError("drop_reference=True needs reference_names")
-        refs = name_vector(reference_names, index, "reference")
+    refs = _reference_vector(reference_names, index, q, drop_reference, "queries")
     top = faiss_topk(qf, gf, max(FASHIONIQ_KS) + 1)
-    return recalls(best_ranks_from_topk(top, targets, refs), FASHIONIQ_KS, "R")
+    return hits(best_ranks_from_topk(top, targets, refs), FASHIONIQ_KS, "R")
 
 
-def fashioniq_average(per_category: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+def fashioniq_average(per_category: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Per-category and averaged FashionIQ metrics with the key names of ``spn_tables.csv``.
 
     Averages are over the categories given (normally dress, shirt, toptee);
-    Rmean = (avg R@10 + avg R@50) / 2.
+    Rmean = (avg R@10 + avg R@50) / 2. The values are numbers (floats out) or equally
+    shaped numpy arrays (arrays out, element-wise: a bootstrap's resamples at once).
     """
     if not per_category:
         raise MetricInputError("fashioniq_average needs at least one category")
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for cat, metrics in per_category.items():
         for k in FASHIONIQ_KS:
             key = f"R@{k}"
             if key not in metrics:
                 raise MetricInputError(f"category {cat!r} has no {key!r} (has {sorted(metrics)})")
-            out[f"{cat}_{key}"] = float(metrics[key])
+            out[f"{cat}_{key}"] = _number(metrics[key])
     n = len(per_category)
     for k in FASHIONIQ_KS:
-        out[f"avg_R@{k}"] = sum(float(m[f"R@{k}"]) for m in per_category.values()) / n
+        out[f"avg_R@{k}"] = sum(_number(m[f"R@{k}"]) for m in per_category.values()) / n
     out["Rmean"] = (out["avg_R@10"] + out["avg_R@50"]) / 2
     return out
+
+
+def _number(value: Any) -> Any:
+    """A float, or a numpy array of floats as it is."""
+    return value.astype(np.float64) if isinstance(value, np.ndarray) else float(value)

@@ -283,10 +283,30 @@ def subset_ranks(
     return best
 
 
+def hits(ranks: np.ndarray, ks: Iterable[int], prefix: str) -> dict[str, np.ndarray]:
+    """``{prefix}@k`` per query: whether its 0-based rank is below k (bool, query order)."""
+    return {f"{prefix}@{k}": ranks < k for k in ks}
+
+
+def percent(values: np.ndarray) -> float:
+    """A metric from its per-query values, in percent: the share of hits (bool values) or
+    the mean of per-query scores in [0, 1] (CIRCO's AP@k). Every metric of
+    :mod:`bench.metrics` is this of its per-query values, so a run's per-query values
+    reproduce its metrics exactly."""
+    n = values.shape[0]
+    if values.dtype == np.bool_:
+        return float(100.0 * np.count_nonzero(values) / n)
+    return float(100.0 * values.mean())
+
+
+def percents(values: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """:func:`percent` of every metric's per-query values (same keys, same order)."""
+    return {name: percent(v) for name, v in values.items()}
+
+
 def recalls(ranks: np.ndarray, ks: Iterable[int], prefix: str) -> dict[str, float]:
     """``{prefix}@k`` in percent: the share of queries whose 0-based rank is below k."""
-    n = ranks.shape[0]
-    return {f"{prefix}@{k}": float(100.0 * np.count_nonzero(ranks < k) / n) for k in ks}
+    return percents(hits(ranks, ks, prefix))
 
 
 # --------------------------------------------------------------------------- top-K kernels

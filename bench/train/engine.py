@@ -48,9 +48,10 @@ from bench.core.checkpoints import (
 from bench.core.errors import CirbenchError
 from bench.core.locks import exclusive
 from bench.core.runtime import select_device
-from bench.evaluation.evaluate import evaluate_splits
+from bench.evaluation.evaluate import evaluate_run
 from bench.formats import get_format
 from bench.spn.modifiers import PlannedPhase, modifier_phase
+from bench.stats import PER_QUERY_FILE, RunQueryValues
 from bench.tracking import TrackedRun
 from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save_main
 from bench.train.data import eval_options, extra_eval_options
@@ -275,6 +276,8 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
         run.log_metrics({f"final.{k}": v for k, v in final.items()})
         run.log_metrics({"train.seconds": seconds, **session.cache.stats.as_dict()})
         run.log_dict(final, "metrics.json")
+        if (run_dir / PER_QUERY_FILE).is_file():  # the per-query values of those metrics
+            run.log_artifact(run_dir / PER_QUERY_FILE)
         run.log_text(spec.to_yaml(), "spec.yaml")
         if spec.train.save_best_checkpoint_artifact:
             run.log_artifact(run_dir / "best.pt")
@@ -367,8 +370,9 @@ def _end_epoch(
 ) -> None:
     """Evaluate, log and checkpoint one finished epoch."""
     spec, method, phase = session.spec, session.method, training.phase
-    metrics = distributed.broadcast(  # rank 0 evaluates, every rank gets its metrics
-        evaluate_splits(
+    per_query: RunQueryValues | None = None
+    if distributed.is_main():  # rank 0 evaluates, every rank gets its metrics
+        per_query = evaluate_run(
             method,
             session.eval_images,
             session.device,
@@ -377,9 +381,7 @@ def _end_epoch(
             cache=session.cache if training.frozen else None,
             also=extra_eval_options(spec.dataset),
         )
-        if distributed.is_main()
-        else None
-    )
+    metrics = distributed.broadcast(per_query.metrics() if per_query is not None else None)
     state.epochs_done = epoch + 1
     state.global_epoch += 1
     record = {"phase": phase.name, "epoch": epoch, "loss": loss, "samples_per_s": rate, **metrics}
@@ -406,6 +408,8 @@ def _end_epoch(
             "spec": spec.model_dump(mode="json"),
         }
         save_main(best, run_dir / "best.pt")
+        if per_query is not None:  # the best epoch's per-query values, beside best.pt
+            per_query.save(run_dir / PER_QUERY_FILE)
     if distributed.is_main():
         objective = training.objective.state_dict() if training.objective is not None else None
         save_resume_record(

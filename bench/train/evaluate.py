@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -10,8 +11,9 @@ from bench.config import ExperimentSpec
 from bench.core.checkpoints import load_checkpoint_file
 from bench.core.errors import CirbenchError
 from bench.evaluation.encode import encode_pixels, query_features
-from bench.evaluation.evaluate import evaluate_splits
+from bench.evaluation.evaluate import evaluate_run
 from bench.formats import get_format
+from bench.stats import PER_QUERY_FILE, RunQueryValues
 from bench.tracking import TrackedRun
 from bench.train.data import eval_options, extra_eval_options
 from bench.train.session import Session, build_session
@@ -27,11 +29,11 @@ def load_trained(spec: ExperimentSpec, checkpoint: Path, *, progress: bool = Tru
     return session
 
 
-def session_metrics(session: Session) -> dict[str, float]:
-    """The session's model on its eval split (the spec's protocol and its extra ones),
-    frozen image features from the feature cache."""
+def session_query_values(session: Session) -> RunQueryValues:
+    """The session's model on its eval split (the spec's protocol and its extra ones), per
+    query; frozen image features from the feature cache."""
     spec = session.spec
-    return evaluate_splits(
+    return evaluate_run(
         session.method,
         session.eval_images,
         session.device,
@@ -40,6 +42,11 @@ def session_metrics(session: Session) -> dict[str, float]:
         cache=session.cache,
         also=extra_eval_options(spec.dataset),
     )
+
+
+def session_metrics(session: Session) -> dict[str, float]:
+    """The metrics of :func:`session_query_values`."""
+    return session_query_values(session).metrics()
 
 
 def evaluate(
@@ -56,9 +63,12 @@ def evaluate(
     with TrackedRun(
         spec.experiment, f"{spec.name}-eval", params=spec.flat(), tags=tags, enabled=tracking
     ) as run:
-        metrics = session_metrics(session)
+        per_query = session_query_values(session)
+        metrics = per_query.metrics()
         run.log_metrics({f"val.{k}": v for k, v in metrics.items()})
         run.log_dict(metrics, "metrics.json")
+        with tempfile.TemporaryDirectory() as folder:  # the per-query values, for compare
+            run.log_artifact(per_query.save(Path(folder) / PER_QUERY_FILE))
     return metrics
 
 

@@ -24,9 +24,10 @@ from bench.core import distributed
 from bench.core.atomic import write_json_atomic, write_text_atomic
 from bench.core.errors import CirbenchError
 from bench.core.hashing import file_digest
+from bench.stats import PER_QUERY_FILE
 from bench.tracking import TrackedRun
 from bench.train.checkpoints import RunStateError, TrainResult, save_main
-from bench.train.evaluate import session_metrics
+from bench.train.evaluate import session_query_values
 from bench.train.session import build_session
 
 #: The file in an import run's folder that records what was imported.
@@ -119,7 +120,10 @@ def import_stage1(
             "sha256": imported.digest,
             "phase": method.active_phase,
         }
-        metrics = session_metrics(session)
+        per_query = session_query_values(session)
+        metrics = per_query.metrics()
+        if distributed.is_main():  # the per-query values, beside best.pt (intervals, compare)
+            run.log_artifact(per_query.save(run_dir / PER_QUERY_FILE))
         best = {
             "model": method.state_dict(),
             "phase": method.active_phase,
