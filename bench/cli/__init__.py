@@ -7,12 +7,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bench.cli import catalog, data, positives, suites, train
+from bench.cli import catalog, compare, data, positives, suites, train
 from bench.cli.common import Handler
 from bench.core.errors import CirbenchError
 
 #: The command groups, in ``--help`` order.
-GROUPS = (data, train, catalog, suites, positives)
+GROUPS = (data, train, catalog, suites, positives, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,9 +114,14 @@ def paired_bootstrap(
         raise PerQueryError("a paired comparison needs at least one pair of runs")
     if resamples < 1:
         raise ValueError(f"resamples must be positive, got {resamples}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
     fmt_name = pairs[0][0].format
     protocol, name = pairs[0][0].split_metric(metric)
     aligned = [_aligned(a, b, protocol, fmt_name, i) for i, (a, b) in enumerate(pairs)]
+    fmt = get_format(fmt_name)
+    if name not in fmt.run_metrics(aligned[0][0]):
+        raise PerQueryError(f"metric {metric!r} is not a {fmt.title} metric of these runs")
     estimate_a = float(np.mean([a.metrics()[metric] for a, _ in pairs]))
     estimate_b = float(np.mean([b.metrics()[metric] for _, b in pairs]))
     groups = list(aligned[0][0])
@@ -124,10 +129,8 @@ def paired_bootstrap(
         [v.query_ids for v in arm_a.values()] == [v.query_ids for v in aligned[0][0].values()]
         for arm_a, _ in aligned
     )
-    fmt = get_format(fmt_name)
-    if name not in fmt.run_metrics(aligned[0][0]):
-        raise PerQueryError(f"metric {metric!r} is not a {fmt.title} metric of these runs")
 
+    prepared = [(_matrices(a), _matrices(b)) for a, b in aligned]
     rng = np.random.default_rng(seed)
     diffs, arm_a, arm_b = [], [], []
     for start in range(0, resamples, BLOCK):
@@ -135,9 +138,9 @@ def paired_bootstrap(
         sums_a = np.zeros(size)
         sums_b = np.zeros(size)
         draws: dict[str | None, np.ndarray] = {}
-        for a_groups, b_groups in aligned:
+        for a_groups, b_groups in prepared:
             if not shared or not draws:
-                draws = {g: _counts(rng, len(a_groups[g]), size) for g in groups}
+                draws = {g: _counts(rng, a_groups[g][1].shape[0], size) for g in groups}
             sums_a += _resampled(fmt, a_groups, draws, name)
             sums_b += _resampled(fmt, b_groups, draws, name)
         arm_a.append(sums_a / len(aligned))
@@ -209,17 +212,29 @@ def _counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.bincount(flat, minlength=size * n).reshape(size, n)
 
 
+#: A group's per-query values as (metric names, queries x metrics float64 matrix).
+Prepared = dict[str | None, tuple[list[str], np.ndarray]]
+
+
+def _matrices(groups: Mapping[str | None, QueryValues]) -> Prepared:
+    out: Prepared = {}
+    for group, values in groups.items():
+        names = list(values.values)
+        out[group] = (names, np.column_stack([values.values[k] for k in names]).astype(np.float64))
+    return out
+
+
 def _resampled(
     fmt: DatasetFormat,
-    groups: Mapping[str | None, QueryValues],
+    groups: Prepared,
     draws: Mapping[str | None, np.ndarray],
     metric: str,
 ) -> np.ndarray:
-    """One run's metric under each resample of the block (the format's own formulas)."""
+    """One run's metric under each resample of the block (the format's own formulas):
+    per group 100 x the resampled means of its per-query values, then the format's
+    ``group_metrics`` and ``aggregate`` element-wise."""
     per_group = {}
-    for group, values in groups.items():
-        names = list(values.values)
-        matrix = np.column_stack([values.values[k].astype(np.float64) for k in names])
-        means = 100.0 * (draws[group] @ matrix) / len(values)
+    for group, (names, matrix) in groups.items():
+        means = 100.0 * (draws[group] @ matrix) / matrix.shape[0]
         per_group[group] = fmt.group_metrics({k: means[:, j] for j, k in enumerate(names)})
     return np.asarray(fmt.aggregate(per_group)[metric], dtype=np.float64)
