@@ -321,3 +321,63 @@ def test_compare_cli_on_two_tiny_tracked_runs(home, tmp_path, capsys):
     assert "not on the same queries" in capsys.readouterr().err
     assert main(["compare", ids[0], "no-such-run"]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- report tables
+
+
+def _fake_run(spec, rate: float, seed: int) -> dict[str, float]:
+    """Write a per-query file (FashionIQ dress, 100 queries) where the spec's run folder
+    is, as a finished run leaves it; returns its metrics."""
+    from bench.stats import PER_QUERY_FILE
+    from bench.train.session import run_dir_for
+
+    rng = np.random.default_rng(seed)
+    h10 = rng.random(100) < rate
+    h50 = h10 | (rng.random(100) < rate)
+    dress = QueryValues.of([f"d{i}" for i in range(100)], {"R@10": h10, "R@50": h50})
+    values = RunQueryValues("fashioniq", "full_gallery", {"full_gallery": {"dress": dress}})
+    values.save(run_dir_for(spec) / PER_QUERY_FILE)
+    return values.metrics()
+
+
+def test_report_tables_carry_intervals_val_size_and_published_gain(home):
+    """Tables of the compositions, the methods compared, Table 2 and the published gain,
+    from per-query files where the points' runs keep them (no training)."""
+    from bench.report.collect import TrackedPoint
+    from bench.report.paper import paper_table
+    from bench.report.tables import compositions_table
+    from bench.runner.profiles import get_profile
+    from bench.runner.suites import SuiteRun, load_suite
+
+    rates = {"none": 0.2, "P": 0.5, "N": 0.21, "P+N": 0.5}
+    for suite in ("ablation_spn", "table2_fashioniq"):
+        run = SuiteRun(
+            load_suite(suite), get_profile("quick"), methods_override=("clip4cir", "tgcir")
+        )
+        points = []
+        for i, point in enumerate(p for p in run.points() if p.dataset == "fashioniq"):
+            spec = run.spec(point)
+            bonus = 0.1 if point.method == "tgcir" else 0.0
+            metrics = _fake_run(spec, rates[point.composition] + bonus, i)
+            points.append(TrackedPoint(point, spec.digest(), None, metrics))
+        builder = paper_table if suite.startswith("table") else compositions_table
+        tables = {t.name: t for t in builder(run, points)}
+        main = tables[next(iter(tables))]
+        text = main.markdown()
+        assert "Val size: dress 100 queries" in text and "Smallest resolvable difference" in text
+        assert "2000 resamples" in text
+        assert any("]*" in cell for row in main.rows for cell in row)  # P: resolved
+        methods = next(t for name, t in tables.items() if name.endswith("_methods"))
+        assert {r[1] for r in methods.rows} == {"tgcir"}  # tgcir ranks above clip4cir
+        if suite == "ablation_spn":
+            n_row = next(r for r in main.rows if r[:2] == ["clip4cir", "N"])
+            assert "[" in n_row[-2] and not n_row[-2].endswith("*")  # +1 point: noise
+            assert main.warning and "below the smallest resolvable difference" in main.warning
+        else:
+            assert {r[-1] for r in main.rows if r[1] in ("–", "+P+N")} == {"1"}  # one seed
+            published = tables["table2_fashioniq_published_gain"]
+            verdicts = {r[0]: r[-1] for r in published.rows}
+            assert verdicts == {"CLIP4CIR": "same sign", "TG-CIR": "same sign"}
+            assert "only comparison the synthetic benchmark supports" in published.note
+            assert "≠" in published.markdown()  # CLIP4CIR's published rows mix protocols

@@ -189,7 +189,8 @@ def test_report_tables_equal_the_tracked_metrics(tmp_path):
     report = build_report("table2_fashioniq", profile=QUICK, methods=ONLY, out=tmp_path)
     assert report.missing == []
     folder = tmp_path / "table2_fashioniq"
-    [table] = report.tables
+    table, published = report.tables  # one method: no methods table; synthetic: published gain
+    assert published.name == f"{table.name}_published_gain"
     with (folder / f"{table.name}.csv").open() as handle:
         rows = {row["spn"]: row for row in csv.DictReader(handle)}
     tracked = tracked_runs_by_digest(run.experiment)
@@ -201,6 +202,15 @@ def test_report_tables_equal_the_tracked_metrics(tmp_path):
             assert float(row[f"{column} mean"]) == pytest.approx(metrics[key])
     markdown = (folder / f"{table.name}.md").read_text()
     assert "synthetic benchmark" in markdown and "CLIP4CIR" in markdown and "gain" in markdown
+    # the gain's paired interval, the val size and the resolvable difference under the table
+    gain = rows["P+N"]
+    assert float(gain["gain Rmean ci_low"]) <= float(gain["gain Rmean ci_high"])
+    assert "Val size: dress 100 queries" in markdown and "Smallest resolvable" in markdown
+    below = "differences shown are below it" in markdown
+    assert bool(report.warnings) == below  # the quick profile warns when it cannot resolve
+    verdict = (folder / f"{published.name}.md").read_text()
+    assert "only comparison the synthetic benchmark supports" in verdict
+    assert any(v in verdict for v in ("same sign", "opposite", "not resolved"))
     assert "\\begin{tabular}" in (folder / f"{table.name}.tex").read_text()
     assert (tmp_path / "index.md").read_text().count("table2_fashioniq") >= 1
     assert not list(tmp_path.glob(".*tmp*"))  # no staging folder left behind

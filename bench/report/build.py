@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.atomic import write_text_atomic
@@ -30,6 +31,8 @@ class Report:
     tables: list[Table]
     plots: list[str]
     missing: list[str]
+    #: tables whose val size cannot resolve differences they show (printed on stderr)
+    warnings: list[str] = field(default_factory=list)
 
 
 def build_report(
@@ -63,7 +66,10 @@ def build_report(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_top_index(out)
-    return Report(run.suite.suite, final, tables, plots, missing)
+    warnings = [t.warning for t in tables if t.warning]
+    for warning in warnings:
+        print(f"cirbench: warning: {warning}", file=sys.stderr)
+    return Report(run.suite.suite, final, tables, plots, missing, warnings)
 
 
 def _study_report(run: SuiteRun, staging: Path) -> tuple[list[Table], list[str], list[str]]:

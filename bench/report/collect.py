@@ -90,6 +90,7 @@ def trial_records(run: SuiteRun) -> list[dict[str, Any]]:
                 "pruned": tracked.data.tags.get("cirbench.pruned") == "true",
                 "metrics": final_metrics(tracked),
                 "run_id": tracked.info.run_id,
+                "stage1": tracked.data.tags.get("cirbench.stage1_checkpoint"),
             }
         )
     return records

@@ -7,6 +7,7 @@ on (``experiments/published/spn_tables.csv``). A published number measured on an
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,21 @@ from typing import Any
 from bench.config.paths import PUBLISHED_FILE
 from bench.formats import get_format
 from bench.report.collect import TrackedPoint
+from bench.report.intervals import Arm, Intervals, interval_fields, interval_text, point_arm
 from bench.report.tables import (
     Cell,
     Table,
     aggregate,
+    by_group,
     gain_text,
+    join_notes,
     mean_std_fields,
+    methods_table,
     present_columns,
     synthetic_note,
 )
 from bench.runner.suites import SuiteRun
+from bench.stats import PairedComparison
 from bench.train.data import eval_options, extra_eval_options
 from methods import get_method_class, list_methods
 
@@ -88,38 +94,61 @@ class PaperContext:
     names: dict[str, str]
     published: dict[tuple[str, str, str, str], Published]
     mismatches: list[str] = field(default_factory=list)
+    #: (method, composition) -> the points' per-query values by seed
+    arms: dict[tuple[Any, ...], Arm] = field(default_factory=dict)
+    intervals: Intervals | None = None
+    #: method -> the paired comparison of its +SPN composition against its baseline
+    gains: dict[str, PairedComparison | None] = field(default_factory=dict)
 
 
 def paper_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
-    """Tables 2 / 3 in the paper's layout (see the module docstring)."""
+    """Tables 2 / 3 in the paper's layout (see the module docstring); each gain with its
+    paired-bootstrap interval; with several methods the methods compared; on synthetic
+    data the published gain beside the measured one (:func:`published_gain_table`)."""
     names = paper_names()
     published = load_published() if run.real else {}
     tables = []
     for dataset in run.suite.datasets:
         columns = present_columns(points, dataset)
         mine = [p for p in points if p.point.dataset == dataset]
-        extra = sorted({k for p in mine for k in p.metrics if k.split(".", 1)[-1] in columns})
+        # the other protocols' metrics (``full_gallery.Rmean``); the columns only once, or
+        # every seed's value would be counted twice (seed counts, stds)
+        extra = sorted({k for p in mine for k in p.metrics if k.partition(".")[2] in columns})
         groups = aggregate(mine, ("method", "composition"), (*columns, *extra))
-        ctx = PaperContext(run, dataset, columns, groups, names, published)
+        arms = {k: point_arm(run, v) for k, v in by_group(mine, ("method", "composition")).items()}
+        headline = get_format(dataset).headline_metric
+        intervals = Intervals(headline)
+        ctx = PaperContext(
+            run, dataset, columns, groups, names, published, arms=arms, intervals=intervals
+        )
         header = ["method", "SPN", "split", "protocol", *columns, "seeds"]
         rows: list[list[str]] = []
         raw: list[dict[str, Any]] = []
         for method in run.methods:
             paper_method_rows(ctx, method, rows, raw)
-        note = "mean ± std over seeds; gain = +SPN minus the baseline (means)."
+        note = (
+            "mean ± std over seeds; gain = +SPN minus the baseline (means), "
+            f"its {headline} with the 95% interval."
+        )
         if ctx.mismatches:
             note += " Not the same measurement (≠): " + "; ".join(ctx.mismatches) + "."
         number = run.suite.report.paper_table
+        name = f"table{number or ''}_{dataset}"
         tables.append(
             Table(
-                f"table{number or ''}_{dataset}",
+                name,
                 f"{run.suite.title}{synthetic_note(run)}",
                 header,
                 rows,
                 raw,
-                note=note,
+                note=join_notes(note, intervals.note()),
+                warning=intervals.warning(name),
             )
         )
+        if len(run.methods) > 1:
+            tables.append(methods_table(run, dataset, groups, arms))
+        if not run.real:
+            tables.append(published_gain_table(ctx, name))
     return tables
 
 
@@ -148,8 +177,93 @@ def paper_method_rows(
             rows.append([name, f"{label} ({protocol})", setting.split, protocol, *texts, ""])
         if composition != "none" and base:
             gains = [cells[c].mean - base[c].mean for c in columns]
-            rows.append([name, "gain", "", "", *(gain_text(g) for g in gains), ""])
+            result = _gain_interval(ctx, method, composition)
+            headline = get_format(ctx.dataset).headline_metric
+            texts = [
+                interval_text(result, g) if c == headline else gain_text(g)
+                for c, g in zip(columns, gains, strict=True)
+            ]
+            rows.append([name, "gain", "", "", *texts, ""])
+            raw[-1] |= interval_fields(f"gain {headline}", result)
         _published_row(ctx, method, composition, label, setting, rows)
+
+
+def _gain_interval(ctx: PaperContext, method: str, composition: str) -> PairedComparison | None:
+    """The paired interval of a composition's gain over ``none`` (remembered in ctx)."""
+    if ctx.intervals is None or (method, composition) not in ctx.arms:
+        return None
+    result = ctx.intervals.compare(
+        ctx.arms[(method, composition)], ctx.arms.get((method, "none"), {}), f"{method} +SPN"
+    )
+    ctx.gains[method] = result
+    return result
+
+
+def published_gain_table(ctx: PaperContext, table: str) -> Table:
+    """The published gain beside the measured one, per method: the paper's +SPN minus its
+    baseline on the headline metric, the measured gain with its interval, and whether
+    they agree in sign -- the only comparison the synthetic benchmark supports."""
+    headline = get_format(ctx.dataset).headline_metric
+    published = load_published()
+    header = [
+        "method",
+        f"measured Δ{headline} [95% CI]",
+        f"published Δ{headline}",
+        "published on",
+        "agreement",
+    ]
+    rows, raw, mixed = [], [], []
+    for method in ctx.run.methods:
+        paper_name = ctx.names.get(method, method)
+        base = published.get((ctx.dataset, paper_name, "none", headline))
+        spn = published.get((ctx.dataset, paper_name, "P+N", headline))
+        result = ctx.gains.get(method)
+        if base is None or spn is None:
+            delta, where, verdict = None, "–", "not published"
+        else:
+            delta = spn.value - base.value
+            where = f"{spn.split}, {spn.protocol}"
+            if base.protocol != spn.protocol:
+                where = f"{spn.split}, {base.protocol} ≠ {spn.protocol}"
+                mixed.append(f"{paper_name}: baseline {base.protocol}, +SPN {spn.protocol}")
+            verdict = agreement(result, delta)
+        measured = interval_text(result, math.nan) if result is not None else "–"
+        rows.append(
+            [paper_name, measured, "–" if delta is None else f"{delta:+.2f}", where, verdict]
+        )
+        raw.append(
+            {"method": method, f"measured Δ{headline}": result.difference if result else ""}
+            | interval_fields(f"measured Δ{headline}", result)
+            | {f"published Δ{headline}": "" if delta is None else delta, "agreement": verdict}
+        )
+    note = (
+        "Published gain (SPN paper: +SPN minus the baseline) beside the measured gain on the "
+        "synthetic benchmark. This is the only comparison the synthetic benchmark supports: "
+        "whether a gain has the published sign (same sign / opposite, when the measured "
+        "interval excludes 0; not resolved, when it does not); the sizes and the absolute "
+        "numbers are not comparable (a tiny synthetic world, not the paper's data or models)."
+    )
+    if mixed:
+        note += " Published baseline and +SPN under different protocols (≠): " + "; ".join(mixed)
+        note += "."
+    return Table(
+        f"{table}_published_gain",
+        f"{ctx.run.suite.title}: published against measured gain{synthetic_note(ctx.run)}",
+        header,
+        rows,
+        raw,
+        note=note,
+    )
+
+
+def agreement(result: PairedComparison | None, published: float) -> str:
+    """``same sign`` / ``opposite`` (the measured interval excludes 0), ``not resolved``
+    (it does not), ``no interval`` (no per-query values)."""
+    if result is None:
+        return "no interval"
+    if not result.excludes_zero:
+        return "not resolved"
+    return "same sign" if (result.difference > 0) == (published > 0) else "opposite"
 
 
 def _text(cells: dict[str, Cell], column: str) -> str:
