@@ -381,3 +381,59 @@ def test_report_tables_carry_intervals_val_size_and_published_gain(home):
             assert verdicts == {"CLIP4CIR": "same sign", "TG-CIR": "same sign"}
             assert "only comparison the synthetic benchmark supports" in published.note
             assert "≠" in published.markdown()  # CLIP4CIR's published rows mix protocols
+
+
+def test_axis_and_study_tables_compare_each_point_with_its_stage1(home, tmp_path):
+    """An axis value and an Optuna trial are compared with the stage-1 run they continue
+    from; the study's note says whether the curve's range exceeds its own interval."""
+    from bench.report.collect import TrackedPoint
+    from bench.report.tables import axis_table, study_table
+    from bench.runner.profiles import get_profile
+    from bench.runner.suites import SuiteRun, load_suite
+    from bench.stats import PER_QUERY_FILE
+    from bench.tracking import TrackedRun
+    from bench.train.session import run_dir_for
+
+    run = SuiteRun(load_suite("negatives_tau"), get_profile("quick"))
+    points = []
+    for i, point in enumerate(p for p in run.points() if p.dataset == "fashioniq"):
+        spec = run.spec(point)
+        _fake_run(spec.stage1_spec(), 0.2, 0)  # one stage 1 for every tau
+        tau = dict(point.extra)["spn.negatives.tau"]
+        metrics = _fake_run(spec, 0.2 if tau < 0.02 else 0.6, 1 + i)
+        points.append(TrackedPoint(point, spec.digest(), None, metrics))
+    [table, *_] = axis_table(run, points)
+    by_tau = {float(r[2]): r[-2] for r in table.rows}
+    assert by_tau[0.05].endswith("*") and "[" in by_tau[0.005]
+    assert "over the stage-1 run" in table.note and "Val size: dress 100" in table.note
+
+    study = SuiteRun(load_suite("bank_size"), get_profile("quick"))
+    stage1 = tmp_path / "stage1" / "best.pt"
+    values = {}
+    for rate, seed in ((0.2, 0), (0.25, 1), (0.7, 2)):
+        path = tmp_path / f"trial{seed}" / PER_QUERY_FILE
+        metrics = _fake_run(study.spec(study.points()[0]), rate, seed)
+        RunQueryValues.load(run_dir_for(study.spec(study.points()[0])) / PER_QUERY_FILE).save(path)
+        with TrackedRun("cirbench-tests-study", f"trial{seed}", params={}) as tracked:
+            tracked.log_artifact(path)
+        values[seed] = (tracked.run_id, metrics)
+    stage1.parent.mkdir()
+    RunQueryValues.load(tmp_path / "trial0" / PER_QUERY_FILE).save(stage1.parent / PER_QUERY_FILE)
+    records = [
+        {
+            "trial": trial,
+            "value": 4 * 10**trial,
+            "seed": 0,
+            "status": "FINISHED",
+            "pruned": False,
+            "metrics": metrics,
+            "run_id": run_id,
+            "stage1": str(stage1),
+        }
+        for trial, (run_id, metrics) in values.items()
+    ]
+    [table] = study_table(study, records, None)
+    gains = [r[-2] for r in table.rows]
+    assert gains[0] == "+0.00 [+0.00, +0.00]" and gains[2].endswith("*")
+    assert "Range of the curve: trial 2 against trial 0" in table.note
+    assert "exceeds its own interval" in table.note
