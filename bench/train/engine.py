@@ -278,6 +278,8 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
         run.log_dict(final, "metrics.json")
         if (run_dir / PER_QUERY_FILE).is_file():  # the per-query values of those metrics
             run.log_artifact(run_dir / PER_QUERY_FILE)
+            sizes = RunQueryValues.load(run_dir / PER_QUERY_FILE).sizes()
+            run.log_metrics({"eval.queries": sum(sizes.values())})  # the val size
         run.log_text(spec.to_yaml(), "spec.yaml")
         if spec.train.save_best_checkpoint_artifact:
             run.log_artifact(run_dir / "best.pt")
