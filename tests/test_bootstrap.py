@@ -124,6 +124,13 @@ def test_runs_on_different_queries_are_refused_by_name():
         paired_bootstrap([(a, b)], "Rmean")
     with pytest.raises(PerQueryError, match="not a CIRR metric"):
         paired_bootstrap([(a, a)], "mAP@10")
+    # the same ids standing for other queries (another synthetic seed): refused too
+    from dataclasses import replace
+
+    seed0, seed1 = replace(a, digests={None: "d0"}), replace(a, digests={None: "d1"})
+    with pytest.raises(PerQueryError, match="stand for different queries"):
+        paired_bootstrap([(seed0, seed1)], "Rmean")
+    assert paired_bootstrap([(seed0, seed0)], "Rmean").high == 0.0
     # the same queries in another order are paired by id
     order = np.random.default_rng(0).permutation(N)
     base = hits(0.5, 10)
@@ -259,10 +266,12 @@ def test_per_query_ap_reproduces_circo_map_exactly():
 
 
 def test_per_query_file_round_trip_and_errors(tmp_path):
-    run = cirr_run(hits(0.5, 11), hits(0.3, 12))
+    from dataclasses import replace
+
+    run = replace(cirr_run(hits(0.5, 11), hits(0.3, 12)), digests={None: "abc"})
     path = run.save(tmp_path / "per_query.npz")
     back = RunQueryValues.load(path)
-    assert back.metrics() == run.metrics()
+    assert back.metrics() == run.metrics() and back.digests == run.digests
     assert back.groups()[None].query_ids == run.groups()[None].query_ids
     assert back.groups()[None].values["R@5"].dtype == np.bool_
     (tmp_path / "bad.npz").write_bytes(b"not a zip")

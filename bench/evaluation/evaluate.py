@@ -11,7 +11,7 @@ from bench.core.errors import CirbenchError
 from bench.evaluation.encode import SplitImages, encode_cached, query_features
 from bench.formats import EvalOptions, get_format
 from bench.metrics import QueryValues
-from bench.stats import RunQueryValues
+from bench.stats import RunQueryValues, queries_digest
 from methods.base import CIRMethod
 
 
@@ -83,7 +83,8 @@ def evaluate_run(
         name: {group: values[index] for group, values in per_split.items()}
         for index, name in enumerate(names)
     }
-    return RunQueryValues(fmt.name, names[0], protocols)
+    digests = {s.split.category: queries_digest(s.split.queries) for s in splits}
+    return RunQueryValues(fmt.name, names[0], protocols, digests)
 
 
 def evaluate_splits(

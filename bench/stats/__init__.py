@@ -7,7 +7,7 @@ from bench.stats.bootstrap import (
     PairedComparison,
     paired_bootstrap,
 )
-from bench.stats.queries import PER_QUERY_FILE, PerQueryError, RunQueryValues
+from bench.stats.queries import PER_QUERY_FILE, PerQueryError, RunQueryValues, queries_digest
 
 __all__ = [
     "DEFAULT_RESAMPLES",
@@ -17,4 +17,5 @@ __all__ = [
     "PerQueryError",
     "RunQueryValues",
     "paired_bootstrap",
+    "queries_digest",
 ]

@@ -175,6 +175,13 @@ def _aligned(
         if run.format != fmt:
             raise PerQueryError(f"pair {index}: runs of different formats ({run.format} and {fmt})")
     ga, gb = a.groups(protocol), b.groups(protocol)
+    for group in set(a.digests) & set(b.digests):
+        if a.digests[group] != b.digests[group]:
+            where = "" if group is None else f" ({group})"
+            raise PerQueryError(
+                f"pair {index}: the runs are not on the same queries{where}: the same query "
+                "ids stand for different queries (another dataset or synthetic seed)"
+            )
     if list(ga) != list(gb):
         raise PerQueryError(
             f"pair {index}: the runs are not on the same queries: groups {list(ga)} and {list(gb)}"

@@ -14,8 +14,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ import numpy as np
 
 from bench.core.atomic import write_bytes_atomic
 from bench.core.errors import CirbenchError
+from bench.core.hashing import digest
 from bench.formats import get_format
+from bench.formats.records import Query
 from bench.metrics import QueryValues
 
 #: File name of a run's per-query values, in its run folder and as its MLflow artifact.
@@ -45,6 +47,9 @@ class RunQueryValues:
     format: str
     primary: str
     protocols: Mapping[str, Mapping[str | None, QueryValues]]
+    #: group -> :func:`queries_digest` of its queries (what the ids stand for: two runs
+    #: whose ids agree but whose queries differ, e.g. another synthetic seed, never pair)
+    digests: Mapping[str | None, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.primary not in self.protocols:
@@ -87,6 +92,7 @@ class RunQueryValues:
             "schema": _SCHEMA,
             "format": self.format,
             "primary": self.primary,
+            "digests": {_group_key(g): d for g, d in self.digests.items()},
             "protocols": {
                 name: {_group_key(g): list(v.values) for g, v in groups.items()}
                 for name, groups in self.protocols.items()
@@ -129,13 +135,23 @@ class RunQueryValues:
                         protocols[name][None if group == _NO_GROUP else group] = QueryValues(
                             ids, values
                         )
-                return cls(meta["format"], meta["primary"], protocols)
+                digests = {
+                    None if g == _NO_GROUP else g: d for g, d in meta.get("digests", {}).items()
+                }
+                return cls(meta["format"], meta["primary"], protocols, digests)
         except PerQueryError:
             raise
         except FileNotFoundError:
             raise PerQueryError(f"{path}: no per-query values (file not found)") from None
         except (KeyError, ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             raise PerQueryError(f"{path}: not a readable per-query file ({exc})") from None
+
+
+def queries_digest(queries: Sequence[Query]) -> str:
+    """A digest of a split's queries (id, reference, target(s), captions), in query order."""
+    return digest(
+        [(q.query_id, q.reference, q.target, list(q.targets), list(q.captions)) for q in queries]
+    )
 
 
 def _group_key(group: str | None) -> str:
