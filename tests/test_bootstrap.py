@@ -446,3 +446,21 @@ def test_axis_and_study_tables_compare_each_point_with_its_stage1(home, tmp_path
     assert gains[0] == "+0.00 [+0.00, +0.00]" and gains[2].endswith("*")
     assert "Range of the curve: trial 2 against trial 0" in table.note
     assert "exceeds its own interval" in table.note
+
+
+def test_p_is_compared_with_its_control(home):
+    from bench.report.collect import TrackedPoint
+    from bench.report.tables import compositions_table
+    from bench.runner.profiles import get_profile
+    from bench.runner.suites import SuiteRun, load_suite
+
+    run = SuiteRun(load_suite("positives_control"), get_profile("quick"))
+    rates = {"none": 0.2, "P-control": 0.2, "P": 0.6}
+    points = []
+    for i, point in enumerate(p for p in run.points() if p.dataset == "fashioniq"):
+        spec = run.spec(point)
+        metrics = _fake_run(spec, rates[point.composition], 20 + i)
+        points.append(TrackedPoint(point, spec.digest(), None, metrics))
+    [table, *_] = compositions_table(run, points)
+    [row] = [r for r in table.rows if r[1] == "P vs P-control"]
+    assert row[-2].endswith("*") and row[-2].startswith("+")

@@ -225,6 +225,7 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
                     | {f"Δ{headline}": gain}
                     | interval_fields(f"Δ{headline}", result)
                 )
+            _control_row(method, groups, arms, intervals, columns, rows, raw)
         name = f"{run.suite.suite}_{dataset}"
         tables.append(
             Table(
@@ -240,6 +241,29 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
         if len(run.methods) > 1:
             tables.append(methods_table(run, dataset, groups, arms))
     return tables
+
+
+def _control_row(
+    method: str,
+    groups: dict[tuple[Any, ...], dict[str, Cell]],
+    arms: dict[tuple[Any, ...], Arm],
+    intervals: Intervals,
+    columns: tuple[str, ...],
+    rows: list[list[str]],
+    raw: list[dict[str, Any]],
+) -> None:
+    """With P and its control (P-control: the same continuation on human triplets only)
+    in the table, the row of P against P-control: what P buys beyond training longer."""
+    if (method, "P") not in groups or (method, "P-control") not in groups:
+        return
+    headline = intervals.metric
+    result = intervals.compare(arms[(method, "P")], arms[(method, "P-control")], f"{method} P")
+    gain = groups[(method, "P")][headline].mean - groups[(method, "P-control")][headline].mean
+    rows.append([method, "P vs P-control", *("" for _ in columns), interval_text(result, gain), ""])
+    raw.append(
+        {"method": method, "composition": "P vs P-control", f"Δ{headline}": gain}
+        | interval_fields(f"Δ{headline}", result)
+    )
 
 
 def join_notes(*notes: str) -> str:
