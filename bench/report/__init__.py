@@ -9,7 +9,9 @@ leaves a half-written report.
 
 The package's public API; the modules own: :mod:`~bench.report.collect` reading the
 tracked runs, :mod:`~bench.report.tables` the tables and their text,
-:mod:`~bench.report.plots` the plots, :mod:`~bench.report.build` writing the folders.
+:mod:`~bench.report.plots` the plots, :mod:`~bench.report.build` writing the folders,
+:mod:`~bench.report.intervals` every gain's paired-bootstrap interval and the notes on val
+size and resolvable difference, :mod:`~bench.report.compare` ``cirbench compare``.
 """
 
 from __future__ import annotations
