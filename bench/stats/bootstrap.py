@@ -25,9 +25,9 @@ independent -- for one recall at rate p over n queries, ``1.96 x sqrt(2 p (1 - p
 difference below it is resolved only when the two runs agree on most queries (the paired
 interval, which uses that agreement, decides).
 
-Vectorised: a block of resamples is a (resamples x queries) count matrix (how often each
-query was drawn), so every arm's resampled means are one matrix product; blocks of
-:data:`BLOCK` resamples bound the memory. Seeded: the same inputs and seed give the same
+Vectorised: a block of resamples is a (resamples x queries) matrix of drawn query indices,
+so every arm's resampled means are one gather and one sum; blocks of :data:`BLOCK`
+resamples bound the memory. Seeded: the same inputs and seed give the same
 interval.
 """
 
@@ -130,7 +130,8 @@ def paired_bootstrap(
         for arm_a, _ in aligned
     )
 
-    prepared = [(_matrices(a), _matrices(b)) for a, b in aligned]
+    needed = _needed(fmt, aligned[0][0], name)
+    prepared = [(_matrices(a, needed), _matrices(b, needed)) for a, b in aligned]
     rng = np.random.default_rng(seed)
     diffs, arm_a, arm_b = [], [], []
     for start in range(0, resamples, BLOCK):
@@ -140,7 +141,7 @@ def paired_bootstrap(
         draws: dict[str | None, np.ndarray] = {}
         for a_groups, b_groups in prepared:
             if not shared or not draws:
-                draws = {g: _counts(rng, a_groups[g][1].shape[0], size) for g in groups}
+                draws = {g: _draws(rng, a_groups[g][2].shape[1], size) for g in groups}
             sums_a += _resampled(fmt, a_groups, draws, name)
             sums_b += _resampled(fmt, b_groups, draws, name)
         arm_a.append(sums_a / len(aligned))
@@ -211,23 +212,45 @@ def _aligned(
     return dict(ga), out_b
 
 
-def _counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """(size x n) counts: how often each of n queries is drawn in each of ``size``
-    resamples of n draws with replacement."""
-    idx = rng.integers(0, n, size=(size, n))
-    flat = (np.arange(size)[:, None] * n + idx).ravel()
-    return np.bincount(flat, minlength=size * n).reshape(size, n)
+def _draws(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """(size x n) query indices: ``size`` resamples of n draws with replacement."""
+    return rng.integers(0, n, size=(size, n))
 
 
-#: A group's per-query values as (metric names, queries x metrics float64 matrix).
-Prepared = dict[str | None, tuple[list[str], np.ndarray]]
+#: A group's per-query values: (every metric name, the names the statistic needs, their
+#: needed-metrics x queries float64 matrix).
+Prepared = dict[str | None, tuple[list[str], list[str], np.ndarray]]
 
 
-def _matrices(groups: Mapping[str | None, QueryValues]) -> Prepared:
+def _needed(
+    fmt: DatasetFormat, groups: Mapping[str | None, QueryValues], metric: str
+) -> dict[str | None, list[str]]:
+    """Per group the per-query values ``metric`` depends on (CIRR Rmean: R@5 and
+    Rsubset@1), found by the formulas themselves: a value is needed when a NaN in its
+    place makes the metric NaN. The others are left out of the resampling."""
+    out: dict[str | None, list[str]] = {}
+    for group, values in groups.items():
+        out[group] = []
+        for name in values.values:
+            probe = {
+                g: fmt.group_metrics(
+                    {k: math.nan if (g, k) == (group, name) else 0.0 for k in v.values}
+                )
+                for g, v in groups.items()
+            }
+            if math.isnan(fmt.aggregate(probe)[metric]):
+                out[group].append(name)
+    return out
+
+
+def _matrices(
+    groups: Mapping[str | None, QueryValues], needed: Mapping[str | None, list[str]]
+) -> Prepared:
     out: Prepared = {}
     for group, values in groups.items():
-        names = list(values.values)
-        out[group] = (names, np.column_stack([values.values[k] for k in names]).astype(np.float64))
+        names = needed[group]
+        rows = [values.values[k] for k in names] or [np.zeros(len(values))]
+        out[group] = (list(values.values), names, np.vstack(rows).astype(np.float64))
     return out
 
 
@@ -239,9 +262,14 @@ def _resampled(
 ) -> np.ndarray:
     """One run's metric under each resample of the block (the format's own formulas):
     per group 100 x the resampled means of its per-query values, then the format's
-    ``group_metrics`` and ``aggregate`` element-wise."""
+    ``group_metrics`` and ``aggregate`` element-wise; a value the metric does not depend
+    on (:func:`_needed`) is given as zeros. (A gather and a sum: no BLAS call, whose
+    threads only contend on a shared CPU for products this small.)"""
     per_group = {}
-    for group, (names, matrix) in groups.items():
-        means = 100.0 * (draws[group] @ matrix) / matrix.shape[0]
-        per_group[group] = fmt.group_metrics({k: means[:, j] for j, k in enumerate(names)})
+    for group, (every, names, matrix) in groups.items():
+        idx = draws[group]
+        means = 100.0 * np.take(matrix, idx, axis=1).sum(axis=2) / idx.shape[1]  # (metrics, B)
+        given = {k: means[j] for j, k in enumerate(names)}
+        zeros = np.zeros(idx.shape[0])
+        per_group[group] = fmt.group_metrics({k: given.get(k, zeros) for k in every})
     return np.asarray(fmt.aggregate(per_group)[metric], dtype=np.float64)
