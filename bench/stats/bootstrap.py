@@ -125,6 +125,9 @@ def paired_bootstrap(
     estimate_a = float(np.mean([a.metrics()[metric] for a, _ in pairs]))
     estimate_b = float(np.mean([b.metrics()[metric] for _, b in pairs]))
     groups = list(aligned[0][0])
+    if any(list(a) != groups for a, _ in aligned):
+        found = [list(a) for a, _ in aligned]
+        raise PerQueryError(f"the seeds' runs are on different groups: {found}")
     shared = all(
         [v.query_ids for v in arm_a.values()] == [v.query_ids for v in aligned[0][0].values()]
         for arm_a, _ in aligned
