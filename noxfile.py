@@ -29,7 +29,10 @@ def bench(session: nox.Session) -> None:
 
     The ones that train or encode on the synthetic benchmark run with ``-- all``:
     ``benchmarks/bench_feature_cache.py``, ``benchmarks/bench_spn_stages.py`` and
-    ``benchmarks/bench_data_parallel.py`` (torchrun against one process).
+    ``benchmarks/bench_data_parallel.py`` (torchrun against one process). Then
+    ``benchmarks/bench_suites.py``: each suite's wall time of the last ``nox -s ablate``
+    (``-- --quick`` / ``--full`` for that profile's) and its share in pre-training, stage 1,
+    P and N, from the runs' recorded timings.
     """
     session.run("python", "benchmarks/bench_metrics.py")
     session.run("python", "benchmarks/bench_matching.py")
@@ -37,6 +40,8 @@ def bench(session: nox.Session) -> None:
         session.run("python", "benchmarks/bench_feature_cache.py")
         session.run("python", "benchmarks/bench_spn_stages.py")
         session.run("python", "benchmarks/bench_data_parallel.py")
+    profile = _profile(session)[1]
+    session.run("python", "benchmarks/bench_suites.py", "--profile", profile)
 
 
 @nox.session

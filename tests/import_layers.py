@@ -59,7 +59,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the report reads what suites are and where studies live, never how they run
     (
         "runner execution, report",
-        ("bench.runner.parents", "bench.runner.grid", "bench.runner.study", "bench.report"),
+        (
+            "bench.runner.parents",
+            "bench.runner.grid",
+            "bench.runner.study",
+            "bench.runner.calibration",
+            "bench.report",
+        ),
     ),
     ("ablate", ("bench.runner.ablate", "bench.runner")),
     ("cli", ("bench.cli",)),

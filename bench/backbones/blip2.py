@@ -275,3 +275,110 @@ def load(
         embed_dim=config.image_text_hidden_size,
         context_length=CONTEXT_LENGTH,
     )
+
+
+# ----------------------------------------------------------------------------- pre-training
+#: LAVIS BLIP-2's initial ``temp`` and its clamp.
+PRETRAIN_TEMP = 0.07
+PRETRAIN_TEMP_RANGE = (0.001, 0.5)
+
+
+class Blip2PairObjective(torch.nn.Module):
+    """BLIP-2's Q-Former pre-training objectives on image-text pairs (LAVIS
+    ``Blip2Qformer.forward``), for the synthetic world's ``pretrained: synthetic``:
+
+    * ITC: the image's ``n`` query outputs ``normalize(vision_proj(.))`` against the text's
+      ``normalize(text_proj([CLS]))``, the best query token scoring a pair (``sim.max``),
+      divided by the learnable ``temp``; symmetric cross-entropy, identical descriptions in
+      the batch being positives of each other (soft targets);
+    * ITM: the Q-Former's fusion pass (queries and text together, the queries
+      cross-attending to the image) and ``itm_head`` averaged over the query outputs, on
+      the positive pairs and one hard negative text per image and one hard negative image
+      per text, drawn from the ITC similarities (pairs with the same description never
+      count as negatives);
+    * ITG (image-grounded text generation) is not trained: ``Blip2ForImageTextRetrieval``
+      has no language-model head, and none of the CIR methods uses one.
+
+    Unlike BLIP-2, whose ViT is a frozen pre-trained EVA-CLIP, the tiny ViT trains here too:
+    the synthetic world has no other pre-trained image encoder to freeze (SPRC then
+    freezes it, as published). ``temp`` is saved as the LAVIS extra ``temp``.
+    """
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        super().__init__()
+        self.model = model
+        self.pad_id = pad_id
+        self.temp = torch.nn.Parameter(torch.tensor(PRETRAIN_TEMP))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """What trains and is checkpointed while pre-training: the model and ``temp``."""
+        return self
+
+    def _trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        used = (tokens != self.pad_id).any(0).nonzero()
+        return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
+
+    def loss(self, images: torch.Tensor, tokens: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        """ITC + ITM of one batch; ``same[i, j]``: pair i's and pair j's descriptions are
+        identical."""
+        import torch.nn.functional as F
+
+        model = self.model
+        tokens = self._trim(tokens)
+        mask = (tokens != self.pad_id).long()
+        embeds = model.vision_model(pixel_values=images).last_hidden_state  # ln_vision(ViT)
+        queries = model.query_tokens.expand(images.shape[0], -1, -1)
+        image_states = model.qformer(query_embeds=queries, encoder_hidden_states=embeds)
+        image_f = F.normalize(model.vision_projection(image_states.last_hidden_state), dim=-1)
+        text_states = model.qformer(
+            query_embeds=model.embeddings(input_ids=tokens), query_length=0, attention_mask=mask
+        )
+        text_f = F.normalize(model.text_projection(text_states.last_hidden_state[:, 0]), dim=-1)
+        sim = torch.einsum("iqd,td->itq", image_f, text_f).amax(-1).float()  # (B img, B text)
+        logits = sim / self.temp.clamp(*PRETRAIN_TEMP_RANGE)
+        target = same.float() / same.float().sum(1, keepdim=True)
+        itc = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+        return itc + self._itm(embeds, tokens, mask, logits.detach(), same)
+
+    def _itm(
+        self,
+        embeds: torch.Tensor,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        logits: torch.Tensor,
+        same: torch.Tensor,
+    ) -> torch.Tensor:
+        """Matching loss on positives and ITC-sampled hard negatives (both directions)."""
+        import torch.nn.functional as F
+
+        batch = embeds.shape[0]
+        other = ~same
+        if not bool(other.any(1).all()):  # a pair without a different description
+            return logits.new_zeros(())
+        floor = other.float() * 1e-8  # softmax underflow must not leave a row without mass
+        negative_text = torch.multinomial(logits.softmax(1) * other + floor, 1).squeeze(1)
+        negative_image = torch.multinomial(logits.t().softmax(1) * other + floor, 1).squeeze(1)
+        pair_images = torch.cat([embeds, embeds, embeds[negative_image]])
+        pair_tokens = torch.cat([tokens, tokens[negative_text], tokens])
+        pair_mask = torch.cat([mask, mask[negative_text], mask])
+        model = self.model
+        n = model.query_tokens.shape[1]
+        queries = model.query_tokens.expand(pair_tokens.shape[0], -1, -1)
+        states = model.qformer(
+            query_embeds=model.embeddings(input_ids=pair_tokens, query_embeds=queries),
+            query_length=n,
+            attention_mask=torch.cat([pair_mask[:, :1].new_ones(len(pair_mask), n), pair_mask], 1),
+            encoder_hidden_states=pair_images,
+        ).last_hidden_state[:, :n]
+        scores = model.itm_head(states).mean(1).float()
+        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(scores.device)
+        return F.cross_entropy(scores, labels)
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            self.temp.clamp_(*PRETRAIN_TEMP_RANGE)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The cached checkpoint: the model's transformers state dict plus LAVIS's ``temp``."""
+        return {**self.model.state_dict(), "temp": self.temp.detach().clone()}

@@ -1,5 +1,7 @@
-"""Contrastive pre-training of a small CLIP on the synthetic benchmark: the synthetic
-world's "pretrained CLIP" (``cirbench backbone pretrain``).
+"""Pre-training of the synthetic world's backbones on its image-description pairs: the
+"pretrained CLIP" (``cirbench backbone pretrain``), BLIP (image-text contrastive, as
+CLIP) and BLIP-2 (the Q-Former's ITC + ITM, :class:`bench.backbones.blip2.Blip2PairObjective`),
+each the way its real counterpart was pre-trained, on one training loop.
 
 Training pairs are the synthetic images of the *training* splits and of the unlabeled
 pool with their ground-truth descriptions ("a small red striped circle"); validation and
@@ -16,14 +18,14 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bench.backbones.base import load_backbone
+from bench.backbones.base import Backbone, load_backbone, split_family
 from bench.core.arrays import ArrayCache
 from bench.core.atomic import save_torch_atomic, write_json_atomic
 from bench.core.checkpoints import (
@@ -86,8 +88,31 @@ def ensure_synthetic_backbone(
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(out_dir.with_name(f".{out_dir.name}.lock")):  # one process pre-trains
         if not final.is_file():
+            announce_pretraining(arch, size, seed, len(names), config, out_dir)
             _pretrain(arch, names, paths, texts, config, out_dir, progress, tracking, key)
     return final
+
+
+#: What each family's synthetic pre-training stands in for (the announcement's "why").
+STANDS_IN_FOR = {
+    "hf-blip2": "BLIP-2's pre-trained Q-Former (ITC + ITM)",
+    "hf-blip": "BLIP's pre-trained weights (image-text contrastive)",
+}
+
+
+def announce_pretraining(
+    arch: str, size: str, seed: int, pairs: int, config: PretrainConfig, out_dir: Path
+) -> None:
+    """Say, before it starts, that a one-off pre-training runs: what, why, where it is cached
+    (it takes minutes on a CPU; a run never pre-trains silently)."""
+    family, _ = split_family(arch)
+    what = STANDS_IN_FOR.get(family or "", "a pre-trained CLIP (contrastive)")
+    print(
+        f"[cirbench] one-off step: pre-training {arch} for {config.epochs} epochs on the "
+        f"{pairs} image-description pairs of synthetic-{size}-seed{seed}, the synthetic "
+        f"world's stand-in for {what}; cached in {out_dir} (later runs reuse it)",
+        flush=True,
+    )
 
 
 def _pretrain(
@@ -103,7 +128,8 @@ def _pretrain(
 ) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = load_backbone(arch, None, seed=config.seed)
-    model = backbone.model.to(device)
+    objective = pair_objective(backbone)
+    model = objective.module.to(device)
     pixels = load_pixels(
         ArrayCache(cache_dir()), names, paths, backbone.transform, progress=progress
     )
@@ -135,7 +161,7 @@ def _pretrain(
         batch = PretrainBatchData(pixels, tokens, texts, backbone.transform, device)
         for epoch in range(state["epoch"], config.epochs):
             loss = _pretrain_epoch(
-                model, batch, params, optimizer, schedule, config, epoch, progress
+                objective, batch, params, optimizer, schedule, config, epoch, progress
             )
             state["history"].append({"epoch": epoch, "loss": loss})
             state["epoch"] = epoch + 1
@@ -148,7 +174,7 @@ def _pretrain(
     model.cpu()
     history = state["history"]
     save_torch_atomic(
-        {"model": model.state_dict(), "arch": arch, "history": history}, out_dir / "backbone.pt"
+        {"model": objective.weights(), "arch": arch, "history": history}, out_dir / "backbone.pt"
     )
     info = {
         "arch": arch,
@@ -172,25 +198,68 @@ class PretrainBatchData:
     device: torch.device
 
 
-def contrastive_pair_loss(model: Any, data: PretrainBatchData, idx: np.ndarray) -> torch.Tensor:
-    """CLIP's symmetric image-text InfoNCE over one batch; identical descriptions in the
+class ContrastivePairObjective:
+    """CLIP's (and BLIP's ITC) symmetric image-text InfoNCE, on a model with
+    ``encode_image`` / ``encode_text`` / ``logit_scale``; identical descriptions in the
     batch are positives of each other (soft targets)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.module = model
+
+    def loss(self, images: torch.Tensor, tokens: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        model = self.module
+        image_f = F.normalize(model.encode_image(images), dim=-1)
+        text_f = F.normalize(model.encode_text(tokens), dim=-1)
+        logits = (model.logit_scale.exp() * image_f @ text_f.t()).float()
+        target = same.float() / same.float().sum(1, keepdim=True)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            self.module.logit_scale.clamp_(0, math.log(100))
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+
+class PairObjective(Protocol):
+    """What the pre-training loop trains: ``module`` (its parameters and resume state), the
+    batch ``loss``, a step hook and the weights the cached checkpoint holds."""
+
+    module: torch.nn.Module
+
+    def loss(
+        self, images: torch.Tensor, tokens: torch.Tensor, same: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def after_step(self) -> None: ...
+
+    def weights(self) -> dict[str, torch.Tensor]: ...
+
+
+def pair_objective(backbone: Backbone) -> PairObjective:
+    """The pre-training objective of a backbone's family: BLIP-2's Q-Former ITC + ITM for
+    ``hf-blip2``, image-text contrastive for CLIP and BLIP."""
+    family, _ = split_family(backbone.arch)
+    if family == "hf-blip2":
+        from bench.backbones.blip2 import Blip2PairObjective
+
+        return Blip2PairObjective(backbone.model, int(backbone.tokenizer.pad_id))
+    return ContrastivePairObjective(backbone.model)
+
+
+def pair_loss(objective: PairObjective, data: PretrainBatchData, idx: np.ndarray) -> torch.Tensor:
+    """The objective's loss on the pairs ``idx``."""
     device = data.device
     images = to_model_input(data.pixels[idx], data.transform, device)
-    with autocast(device):
-        image_f = F.normalize(model.encode_image(images), dim=-1)
-        text_f = F.normalize(model.encode_text(data.tokens[idx].to(device)), dim=-1)
-        logits = model.logit_scale.exp() * image_f @ text_f.t()
     texts = data.texts
     same = torch.as_tensor([[texts[i] == texts[j] for j in idx] for i in idx], device=device)
-    target = same.float() / same.float().sum(1, keepdim=True)
-    return (
-        F.cross_entropy(logits.float(), target) + F.cross_entropy(logits.float().t(), target)
-    ) / 2
+    with autocast(device):
+        return objective.loss(images, data.tokens[idx].to(device), same)
 
 
 def _pretrain_epoch(
-    model: Any,
+    objective: PairObjective,
     data: PretrainBatchData,
     params: list[torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
@@ -200,7 +269,7 @@ def _pretrain_epoch(
     progress: bool,
 ) -> float:
     """One epoch in a seeded order; returns the mean loss."""
-    model.train()
+    objective.module.train()
     n = len(data.texts)
     order = torch.randperm(
         n, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch)
@@ -214,14 +283,13 @@ def _pretrain_epoch(
     )
     for offset in bar:
         idx = np.sort(order[offset : offset + config.batch_size])
-        loss = contrastive_pair_loss(model, data, idx)
+        loss = pair_loss(objective, data, idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        objective.after_step()
         total += loss.item() * len(idx)
         count += len(idx)
         bar.set_postfix(loss=f"{loss.item():.3f}")

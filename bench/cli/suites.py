@@ -83,7 +83,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from bench.runner.ablate import ABLATE_SUITES, ablate, expand_suite_names
+    from bench.runner.ablate import ABLATE_SUITES, ABLATE_WORKERS, ablate, expand_suite_names
 
     default = ("reproduce",) if args.checkpoints else ABLATE_SUITES
     if args.dry_run:
@@ -96,7 +96,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         methods=tuple(args.methods) if args.methods else None,
         seeds=tuple(args.seeds) if args.seeds else None,
-        workers=args.workers,
+        workers=args.workers or ABLATE_WORKERS,
         storage=args.storage,
         out=args.out,
         progress=not args.quiet,
@@ -189,7 +189,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "helps or not)",
     )
     ablate.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
-    ablate.add_argument("--workers", type=int, default=1)
+    ablate.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes, one torch thread each (default: 2, ABLATE_WORKERS)",
+    )
     ablate.add_argument("--out", type=Path, default=Path("reports"))
     _add_dry_run_arguments(ablate)
     _add_checkpoints_argument(ablate, required=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.core.atomic import write_text_atomic
 from bench.core.errors import CirbenchError
+from bench.report.calibration import calibration_tables
 from bench.report.collect import TrackedPoint, collect_points, study_points
 from bench.report.paper import paper_table
 from bench.report.plots import axis_plot, bank_size_plot, bars_plot
@@ -56,7 +57,10 @@ def build_report(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        if run.suite.kind == "study":
+        if run.suite.kind == "calibration":
+            tables, missing = calibration_tables(run)
+            plots = []
+        elif run.suite.kind == "study":
             tables, plots, missing = _study_report(run, staging)
         else:
             tables, plots, missing = _grid_report(run, staging)

@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.config import SpecError
 from bench.core import distributed
 from bench.report import build_report
+from bench.runner.calibration import run_calibration
 from bench.runner.grid import SweepError, SweepResult, run_grid
 from bench.runner.reproduce import reproduce
 from bench.runner.study import run_study
@@ -56,6 +57,8 @@ def sweep(
             f"suite {suite_name} starts from released checkpoints: run it with `cirbench "
             "reproduce --data-root DIR --checkpoints DIR` (or `cirbench ablate --checkpoints DIR`)"
         )
+    if run.suite.kind == "calibration":
+        return run_calibration(run, storage=storage, n_trials=n_trials, progress=progress)
     if run.suite.kind == "study":
         return run_study(
             run, storage=storage, workers=workers, n_trials=n_trials, progress=progress
@@ -107,6 +110,12 @@ def expand_suite_names(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Worker processes of ``cirbench ablate`` unless ``--workers`` says otherwise: two, each
+#: with one torch thread (:data:`bench.runner.grid.WORKER_THREADS`), the 2-core machine's
+#: fastest setting.
+ABLATE_WORKERS = 2
+
+
 def ablate(
     *,
     profile: str = "default",
@@ -114,7 +123,7 @@ def ablate(
     data_root: DataRoots = None,
     methods: tuple[str, ...] | None = None,
     seeds: tuple[int, ...] | None = None,
-    workers: int = 1,
+    workers: int = ABLATE_WORKERS,
     storage: str | None = None,
     out: str | Path = "reports",
     progress: bool = True,

@@ -11,7 +11,6 @@ pre-trained backbone) with all its threads.
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -179,8 +178,7 @@ def run_grid(run: SuiteRun, *, workers: int = 1, progress: bool = True) -> Sweep
         else:
             prepare_shared_inputs(run, points, progress)
             groups = _stage1_groups(points)
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            jobs = [(run, g, parent.run_id, threads) for g in groups]
+            jobs = [(run, g, parent.run_id, WORKER_THREADS) for g in groups]
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 bar = tqdm(total=len(points), desc=run.suite.suite, disable=not progress)
                 for outcomes in pool.map(_grid_worker, jobs):
@@ -191,6 +189,13 @@ def run_grid(run: SuiteRun, *, workers: int = 1, progress: bool = True) -> Sweep
             {"points": len(points), "points_trained": result.trained, "seconds": result.seconds}
         )
     return result
+
+
+#: Torch threads of each worker process. One: the tiny models' small matrices gain little
+#: from a second thread, and on a loaded machine threads fight for the cores (a training
+#: step measured 0.73 s with one thread against 5.2 s with two, on the 2-core machine
+#: under load); the workers are the parallelism.
+WORKER_THREADS = 1
 
 
 def limit_threads(threads: int) -> None:

@@ -116,3 +116,8 @@ def safe_url(url: str) -> str:
         user = credentials.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url
+
+
+def calibration_study_name(run: SuiteRun, method: str, dataset: str, stage: str) -> str:
+    """The Optuna study of one calibration stage of ``method`` on ``dataset``."""
+    return f"{study_name_for(run)}-{method}-{dataset}-{stage}"

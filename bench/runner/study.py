@@ -25,14 +25,20 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.core.atomic import process_alive
-from bench.runner.grid import SweepError, SweepResult, limit_threads, run_point
+from bench.runner.grid import (
+    WORKER_THREADS,
+    SweepError,
+    SweepResult,
+    limit_threads,
+    run_point,
+)
 from bench.runner.parents import parent_run
 from bench.runner.storage import open_storage, safe_url, storage_url, study_lock, study_name_for
 from bench.runner.suites import Point, SuiteRun
 from bench.train.session import build_session
 
 
-def _live_states() -> tuple[Any, ...]:
+def live_states() -> tuple[Any, ...]:
     return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -80,7 +86,7 @@ def _study_worker(ctx: StudyContext, threads: int | None = None) -> int:
     ran = 0
     while True:
         with study_lock(ctx.storage, ctx.study_name):
-            live = study.get_trials(deepcopy=False, states=_live_states())
+            live = study.get_trials(deepcopy=False, states=live_states())
             if len(live) >= ctx.n_trials:
                 return ran
             trial = study.ask()
@@ -186,9 +192,8 @@ def run_study(
         if workers <= 1:
             _study_worker(ctx)
         else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                list(pool.map(_study_process, [(ctx, threads)] * workers))
+                list(pool.map(_study_process, [(ctx, WORKER_THREADS)] * workers))
         seconds = time.perf_counter() - start
         done = optuna.load_study(study_name=name, storage=open_storage(url))
         complete = [t for t in done.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -63,10 +63,63 @@ class StudySpec(Strict):
     sampler_seed: int = 0
 
 
+class SearchRange(Strict):
+    """The range one calibrated spec key is searched over (``integer``: an integer key)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class CalibrationStage(Strict):
+    """One study of a calibration: the composition whose val metric it maximises and the
+    dotted spec keys it searches."""
+
+    composition: str
+    parameters: dict[str, SearchRange]
+
+    @field_validator("composition")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in COMPOSITIONS:
+            raise ValueError(f"unknown composition {value!r}; known: {list(COMPOSITIONS)}")
+        return value
+
+
+class CalibrationSpec(Strict):
+    """Optuna studies that find a method's scale-dependent numbers per dataset: first
+    ``stage1`` (its keys searched on the stage-1 run), then ``stage2`` starting from the
+    best stage 1. They run in the synthetic world of ``synthetic_seed`` (its own images,
+    splits and pre-trained backbones), never the world the tables report (seed 0), so no
+    table is tuned on what it reports."""
+
+    synthetic_seed: int = Field(default=1, ge=1, description="not 0: the tables' world")
+    #: trials per study (per method, dataset and stage); a profile's n_trials caps it
+    n_trials: int = Field(default=12, ge=1)
+    objective: str = "Rmean"
+    sampler_seed: int = 0
+    stage1: CalibrationStage
+    stage2: CalibrationStage
+
+    def trials(self, profile: Profile, given: int | None = None) -> int:
+        """Trials per study: ``given`` (``--trials``), else the budget capped by the
+        profile's ``n_trials``."""
+        return given or min(self.n_trials, profile.n_trials)
+
+
 class ReportSpec(Strict):
     """What ``cirbench report`` draws from a suite."""
 
-    table: Literal["paper", "compositions", "axis", "study"] = "compositions"
+    table: Literal["paper", "compositions", "axis", "study", "calibration"] = "compositions"
     paper_table: int | None = None
     plot: Literal["bars", "axis", "bank_size", "none"] = "bars"
 
@@ -74,7 +127,7 @@ class ReportSpec(Strict):
 class SuiteSpec(Strict):
     suite: str
     title: str
-    kind: Literal["grid", "study"] = "grid"
+    kind: Literal["grid", "study", "calibration"] = "grid"
     datasets: tuple[str, ...]
     methods: tuple[str, ...] | Literal["all"] = "all"
     compositions: tuple[str, ...] = ("none",)
@@ -91,6 +144,7 @@ class SuiteSpec(Strict):
     #: dataset format -> dotted overrides for that dataset's specs
     dataset_overrides: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     study: StudySpec | None = None
+    calibration: CalibrationSpec | None = None
     #: splits whose test-server files every finished point writes (CIRR: [test1])
     submissions: tuple[str, ...] = ()
     #: the points start from released checkpoints: run by ``cirbench reproduce`` (or
@@ -147,6 +201,8 @@ def load_suite(name: str) -> SuiteSpec:
         raise SpecError(f"{path}: {'; '.join(validation_problems(exc))}") from None
     if suite.kind == "study" and suite.study is None:
         raise SpecError(f"{path}: field 'study': a study suite needs a study block")
+    if suite.kind == "calibration" and suite.calibration is None:
+        raise SpecError(f"{path}: field 'calibration': a calibration suite needs its block")
     return suite
 
 
@@ -314,9 +370,22 @@ class SuiteRun:
             **base,
             "spn": composition_spn(point.composition, method_spn, f"suite {self.suite.suite}"),
         }
+        if self.profile.pretrained and self.data_roots is None and "positives" in data["spn"]:
+            # the matching backbone too: a profile of random weights pre-trains nothing
+            positives = data["spn"]["positives"]
+            positives["backbone"] = {
+                **(positives.get("backbone") or {}),
+                "pretrained": self.profile.pretrained,
+            }
         if self.profile.max_epochs:
             data = cap_epochs(data, self.profile.max_epochs)
+        world = (  # a calibration runs in its own synthetic world, never the tables'
+            [f"dataset.synthetic_seed={self.suite.calibration.synthetic_seed}"]
+            if self.suite.calibration is not None and not self.real
+            else []
+        )
         all_overrides = [
+            *world,
             *self.profile.overrides,
             *self.suite.overrides,
             *self.suite.profile_overrides.get("real" if self.real else "synthetic", ()),

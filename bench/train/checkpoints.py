@@ -43,6 +43,9 @@ class TrainState:
     best_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    #: seconds this invocation spent building the session (data, weights, generated
+    #: triplets, bank features; a first run includes a one-off pre-training)
+    setup_seconds: float = 0.0
 
     def start_phase(self, phase_index: int) -> None:
         """Enter a phase from its start (a phase selects its own best epoch)."""
@@ -58,6 +61,8 @@ class TrainResult:
     seconds: float
     cache: dict[str, float]
     mlflow_run_id: str | None
+    #: seconds building the session before training (0 in older results)
+    setup_seconds: float = 0.0
 
     @property
     def best_checkpoint(self) -> Path:
@@ -70,6 +75,7 @@ class TrainResult:
             "seconds": self.seconds,
             "cache": self.cache,
             "mlflow_run_id": self.mlflow_run_id,
+            "setup_seconds": self.setup_seconds,
         }
         write_json_atomic(self.run_dir / "result.json", record)
 

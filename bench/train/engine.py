@@ -213,10 +213,12 @@ def _start(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) -> RunSta
     if options.resume and state.mlflow_run_id is None and run_id_file.is_file():
         # interrupted before the first epoch finished: continue the same MLflow run
         state.mlflow_run_id = run_id_file.read_text().strip() or None
+    began = time.perf_counter()
     with distributed.main_first():  # rank 0 fills the caches, the others read them
         session = build_session(
             spec, progress=options.progress, pretrained=checkpoint is None and init_from is None
         )
+    state.setup_seconds = time.perf_counter() - began
     if checkpoint:
         session.method.load_state_dict(checkpoint["model"])
     elif init_from is not None:
@@ -274,7 +276,13 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
         seconds = time.perf_counter() - began
         final = dict(state.best_metrics)
         run.log_metrics({f"final.{k}": v for k, v in final.items()})
-        run.log_metrics({"train.seconds": seconds, **session.cache.stats.as_dict()})
+        run.log_metrics(
+            {
+                "train.seconds": seconds,
+                "train.setup_seconds": state.setup_seconds,
+                **session.cache.stats.as_dict(),
+            }
+        )
         run.log_dict(final, "metrics.json")
         if (run_dir / PER_QUERY_FILE).is_file():  # the per-query values of those metrics
             run.log_artifact(run_dir / PER_QUERY_FILE)
@@ -284,7 +292,13 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
         if spec.train.save_best_checkpoint_artifact:
             run.log_artifact(run_dir / "best.pt")
     result = TrainResult(
-        run_dir, final, state.history, seconds, session.cache.stats.as_dict(), state.mlflow_run_id
+        run_dir,
+        final,
+        state.history,
+        seconds,
+        session.cache.stats.as_dict(),
+        state.mlflow_run_id,
+        state.setup_seconds,
     )
     if distributed.is_main():
         write_json_atomic(run_dir / "metrics.json", final)

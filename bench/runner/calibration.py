@@ -1,0 +1,188 @@
+"""Calibration suites: Optuna studies that find each method's scale-dependent numbers
+(learning rates, epochs, the bank stage's tau) on the synthetic benchmark.
+
+Per method and dataset, two studies run one after the other in the storage of
+:mod:`bench.runner.storage` (names from :func:`~bench.runner.storage.calibration_study_name`):
+
+1. ``stage1``: the suite's stage-1 keys (e.g. ``train.lr``, ``train.epochs``), objective
+   the val metric of the stage-1 run (composition ``none``);
+2. ``stage2``: the stage-2 keys (e.g. ``spn.negatives.lr`` / ``tau`` / ``epochs``) on the
+   suite's stage-2 composition, every trial continuing from the best stage 1 of study 1
+   (its keys fixed), so trials with the same stage 1 share its run.
+
+Every trial runs in the synthetic world of ``calibration.synthetic_seed`` (its own images,
+splits and pre-trained backbones; the tables report the world of seed 0: the suite's
+specs carry it, see :meth:`SuiteRun.spec`), on the profile's seeds (objective: the mean
+over them). The trial budget is exact and a rerun continues where it stopped (the same
+lock-and-count as the study suites); finished trials' runs are reused by digest. The
+chosen values are then written by hand into ``experiments/methods/<name>.yaml``
+``synthetic:`` with a comment naming the study; ``cirbench report calibration`` shows the
+studies (:mod:`bench.report.calibration`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import time
+from typing import Any
+
+import optuna
+
+from bench.runner.grid import SweepError, SweepResult, run_point
+from bench.runner.parents import parent_run
+from bench.runner.storage import (
+    calibration_study_name,
+    open_storage,
+    safe_url,
+    storage_url,
+    study_lock,
+)
+from bench.runner.study import fail_dead_trials, live_states
+from bench.runner.suites import CalibrationStage, Point, SearchRange, SuiteRun
+
+#: The two studies of a calibration, in order.
+STAGES = ("stage1", "stage2")
+
+
+def suggest(trial: Any, key: str, space: SearchRange, max_epochs: int | None) -> float | int:
+    """One value of ``key`` from its range; an ``...epochs`` key at most the profile's
+    ``max_epochs`` (the quick profile's cap holds for the searched epochs too)."""
+    if space.integer:
+        high = int(space.high)
+        if max_epochs is not None and key.endswith("epochs"):
+            high = min(high, max_epochs)
+        return trial.suggest_int(key, min(int(space.low), high), high, log=space.log)
+    return trial.suggest_float(key, space.low, space.high, log=space.log)
+
+
+def assignments(values: dict[str, Any]) -> tuple[str, ...]:
+    """``KEY=VALUE`` overrides of a trial's (or a best trial's) values."""
+    return tuple(f"{k}={v}" for k, v in sorted(values.items()))
+
+
+def _objective(
+    run: SuiteRun,
+    method: str,
+    dataset: str,
+    stage: CalibrationStage,
+    fixed: tuple[str, ...],
+    values: dict[str, Any],
+    parent_id: str | None,
+    trial: int,
+) -> tuple[float, list[str]]:
+    """Mean val objective over the profile's seeds, and the trial's MLflow run ids."""
+    assert run.suite.calibration is not None
+    key = run.suite.calibration.objective
+    overrides = (*fixed, *assignments(values))
+    scores, run_ids = [], []
+    for seed in run.seeds:
+        point = Point(method, dataset, stage.composition, seed)
+        outcome = run_point(run, point, parent_id, False, overrides=overrides, trial=trial)
+        if key not in outcome.metrics:
+            raise SweepError(
+                f"suite {run.suite.suite}: calibration objective {key!r} is not a metric of "
+                f"{dataset} (it has {sorted(outcome.metrics)})"
+            )
+        scores.append(outcome.metrics[key])
+        run_ids.append(outcome.run_id)
+    return statistics.fmean(scores), run_ids
+
+
+def run_stage(
+    run: SuiteRun,
+    method: str,
+    dataset: str,
+    stage_name: str,
+    fixed: tuple[str, ...],
+    n_trials: int,
+    url: str,
+    parent_id: str | None,
+) -> optuna.Study:
+    """Run (or continue) one study until it holds ``n_trials`` live trials."""
+    calibration = run.suite.calibration
+    assert calibration is not None
+    stage: CalibrationStage = getattr(calibration, stage_name)
+    name = calibration_study_name(run, method, dataset, stage_name)
+    with study_lock(url, name):
+        study = optuna.create_study(
+            study_name=name,
+            storage=open_storage(url),
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=calibration.sampler_seed),
+            load_if_exists=True,
+        )
+        for key, value in {
+            "suite": run.suite.suite,
+            "method": method,
+            "dataset": dataset,
+            "stage": stage_name,
+            "composition": stage.composition,
+            "fixed": list(fixed),
+            "synthetic_seed": calibration.synthetic_seed,
+            "objective": f"maximize val {calibration.objective}",
+        }.items():
+            study.set_user_attr(key, value)
+        fail_dead_trials(study)
+    while True:
+        with study_lock(url, name):
+            if len(study.get_trials(deepcopy=False, states=live_states())) >= n_trials:
+                return study
+            trial = study.ask()
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        cap = run.profile.max_epochs
+        values = {k: suggest(trial, k, space, cap) for k, space in stage.parameters.items()}
+        try:
+            value, run_ids = _objective(
+                run, method, dataset, stage, fixed, values, parent_id, trial.number
+            )
+        except Exception:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        trial.set_user_attr("mlflow_run_ids", run_ids)
+        study.tell(trial, value)
+
+
+def run_calibration(
+    run: SuiteRun,
+    *,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Every method's and dataset's two studies (see the module docstring)."""
+    if run.suite.calibration is None:
+        raise SweepError(f"suite {run.suite.suite} is not a calibration")
+    if run.real:
+        raise SweepError(
+            f"suite {run.suite.suite}: calibration finds the synthetic profile's numbers; on "
+            "real data the `real` profile keeps the paper's (run it without --data-root)"
+        )
+    url = storage_url(storage)
+    trials = run.suite.calibration.trials(run.profile, n_trials)
+    start = time.perf_counter()
+    with parent_run(run, "calibration") as parent:
+        parent.set_tags({"cirbench.optuna_storage": safe_url(url)})
+        best: dict[str, Any] = {}
+        for dataset in run.suite.datasets:
+            for method in run.methods:
+                fixed: tuple[str, ...] = ()
+                for stage_name in STAGES:
+                    if progress:
+                        print(
+                            f"[cirbench calibration] {method} {dataset} {stage_name}: "
+                            f"{trials} trials",
+                            flush=True,
+                        )
+                    study = run_stage(
+                        run, method, dataset, stage_name, fixed, trials, url, parent.run_id
+                    )
+                    chosen = study.best_params
+                    best[f"{method}.{dataset}.{stage_name}"] = chosen
+                    parent.log_metrics({f"best.{method}.{dataset}.{stage_name}": study.best_value})
+                    fixed = (*fixed, *assignments(chosen))
+        seconds = time.perf_counter() - start
+        parent.log_metrics({"seconds": seconds})
+        parent.set_tags({"cirbench.best_params": str(best)})
+    return SweepResult(run.suite.suite, seconds=seconds, storage=url)

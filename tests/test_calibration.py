@@ -1,0 +1,85 @@
+"""The calibration suite: it parses, its studies run one tiny trial each end to end (the
+quick profile, CLIP4CIR on FashionIQ) in another synthetic world than the tables', and its
+report shows them."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+
+from bench.config import SpecError
+from bench.config.paths import SUITES_DIR
+from bench.report import build_report
+from bench.runner.ablate import sweep
+from bench.runner.storage import calibration_study_name, open_storage, storage_url
+from bench.runner.suites import SuiteRun, load_suite
+from bench.tracking import find_runs
+from tests.conftest import cirbench_home
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home(tmp_path_factory):
+    yield from cirbench_home(tmp_path_factory)
+
+
+def _suite_file(tmp_path, **changes) -> str:
+    data = yaml.safe_load((SUITES_DIR / "calibration.yaml").read_text())
+    data.update(changes)
+    path = tmp_path / "calibration.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_calibration_suite_parses_and_refuses_the_tables_world(tmp_path):
+    suite = load_suite("calibration")
+    assert suite.kind == "calibration" and suite.calibration is not None
+    assert suite.calibration.synthetic_seed != 0  # the tables report seed 0
+    assert set(suite.calibration.stage1.parameters) == {"train.lr", "train.epochs"}
+    assert set(suite.calibration.stage2.parameters) == {
+        "spn.negatives.lr",
+        "spn.negatives.tau",
+        "spn.negatives.epochs",
+    }
+    block = yaml.safe_load((SUITES_DIR / "calibration.yaml").read_text())["calibration"]
+    with pytest.raises(SpecError, match="synthetic_seed"):
+        load_suite(_suite_file(tmp_path, calibration={**block, "synthetic_seed": 0}))
+    empty_range = {"train.lr": {"low": 1, "high": 1}}
+    bad = {**block, "stage1": {"composition": "none", "parameters": empty_range}}
+    with pytest.raises(SpecError, match=r"low 1\.0 must be below high 1\.0"):
+        load_suite(_suite_file(tmp_path, calibration=bad))
+
+
+def test_one_tiny_trial_per_study_end_to_end(tmp_path):
+    path = _suite_file(tmp_path, datasets=["fashioniq"])
+    storage = str(tmp_path / "journal.log")
+    out = tmp_path / "reports"
+    sweep(path, profile="quick", methods=("clip4cir",), storage=storage, n_trials=1, progress=False)
+    run = SuiteRun.open(path, "quick", methods=("clip4cir",), storage=storage)
+    studies = {}
+    opened = open_storage(storage_url(storage))
+    for stage in ("stage1", "stage2"):
+        name = calibration_study_name(run, "clip4cir", "fashioniq", stage)
+        studies[stage] = optuna.load_study(study_name=name, storage=opened)
+        trials = studies[stage].trials
+        assert [t.state.name for t in trials] == ["COMPLETE"]
+        assert 0 <= trials[0].value <= 100
+    best1 = studies["stage1"].best_params
+    assert studies["stage2"].user_attrs["fixed"] == [f"{k}={v}" for k, v in sorted(best1.items())]
+    runs = find_runs(run.experiment, "tags.`cirbench.suite` = 'calibration'")
+    compositions = sorted(r.data.tags["cirbench.composition"] for r in runs)
+    assert compositions == ["N", "none"]  # stage 2's N continued the best stage 1, reused
+    assert {r.data.params["dataset.synthetic_seed"] for r in runs} == {"1"}
+    stage1 = next(r for r in runs if r.data.tags["cirbench.composition"] == "none")
+    assert float(stage1.data.params["train.lr"]) == pytest.approx(best1["train.lr"])
+    assert best1["train.epochs"] == 1  # the quick profile's cap holds for searched epochs
+    # a rerun with the same budget trains nothing more
+    sweep(path, profile="quick", methods=("clip4cir",), storage=storage, n_trials=1, progress=False)
+    assert len(optuna.load_study(study_name=name, storage=opened).trials) == 1
+
+    report = build_report(path, profile="quick", methods=("clip4cir",), storage=storage, out=out)
+    summary = (report.folder / "calibration.md").read_text()
+    assert "| clip4cir | fashioniq |" in summary and "seed 1" in summary
+    trials = (report.folder / "calibration_clip4cir_fashioniq.md").read_text()
+    assert "| stage1 | 0 | complete (best) |" in trials
+    assert "| stage2 | 0 | complete (best) |" in trials
