@@ -66,7 +66,8 @@ def test_one_tiny_trial_per_study_end_to_end(tmp_path):
         assert 0 <= trials[0].value <= 100
     best1 = studies["stage1"].best_params
     assert studies["stage2"].user_attrs["fixed"] == [f"{k}={v}" for k, v in sorted(best1.items())]
-    runs = find_runs(run.experiment, "tags.`cirbench.suite` = 'calibration'")
+    query = "tags.`cirbench.suite` = 'calibration' and tags.`cirbench.kind` = 'train'"
+    runs = find_runs(run.experiment, query)
     compositions = sorted(r.data.tags["cirbench.composition"] for r in runs)
     assert compositions == ["N", "none"]  # stage 2's N continued the best stage 1, reused
     assert {r.data.params["dataset.synthetic_seed"] for r in runs} == {"1"}
