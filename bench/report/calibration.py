@@ -69,13 +69,14 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
                 done = [t for t in study.trials if t.value is not None] if study else []
                 if not done:
                     missing.append(f"{method} {dataset} {stage_name}: no finished trial")
-                    best_cells += ["–", "–", now]
+                    best_cells += ["–", "–", "0", now]
                     continue
                 best = max(done, key=lambda t: t.value)
                 chosen = ", ".join(
                     f"{k.rsplit('.', 1)[-1]} {_number(best.params.get(k))}" for k in keys
                 )
-                best_cells += [chosen, f"{best.value:.2f}", now]
+                best_cells += [chosen, f"{best.value:.2f}", str(len(done)), now]
+                record[f"{stage_name} trials"] = len(done)
                 record |= {f"{stage_name} best {k}": best.params.get(k) for k in keys}
                 record |= {f"{stage_name} best {objective}": best.value}
                 for trial in study.trials:
@@ -116,16 +117,18 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
         "dataset",
         "stage 1 best",
         f"val {objective}",
+        "trials",
         "stage 1 now",
         "stage 2 best",
         f"val {objective} after N",
+        "trials",
         "stage 2 now",
     ]
     note = (
         f"Val split of the synthetic world of seed {calibration.synthetic_seed} (the tables "
-        "report seed 0); mean over the profile's seeds; "
-        f"{calibration.trials(run.profile)} trials per study. 'now': the value the "
-        "synthetic profile uses."
+        "report seed 0); mean over the profile's seeds; a budget of "
+        f"{calibration.trials(run.profile)} trials per study on this profile (`--trials` "
+        "overrides; 'trials': the finished ones). 'now': the value the synthetic profile uses."
     )
     summary = Table(
         "calibration",
