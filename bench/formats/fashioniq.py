@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import DataFormatError
-from bench.formats.base import DatasetFormat, EvalOptions, SplitFiles, register_format
+from bench.formats.base import DatasetFormat, EvalOptions, ImageSizes, SplitFiles, register_format
 from bench.formats.generated import load_records, record_field, write_records
 from bench.formats.records import CIRSplit, GeneratedTriplet, Query
 from bench.formats.validation import (
@@ -278,6 +278,8 @@ class FashionIQFormat(DatasetFormat):
     )
     synthetic_pool_kind = "fashioniq"
     reference_folders = ("fashionIQ_dataset", "fashioniq", "FashionIQ")
+    #: product photos: mostly portrait, many more elongated than TargetPad's 1.25
+    image_sizes = ImageSizes((300, 1000), ((0.6, 0.55, 0.85), (0.3, 0.9, 1.1), (0.1, 1.2, 1.6)))
 
     def load_split(
         self,
