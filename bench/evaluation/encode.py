@@ -21,6 +21,7 @@ from bench.core.hashing import digest
 from bench.core.runtime import autocast
 from bench.formats import get_format
 from bench.formats.records import CIRSplit
+from bench.images.pixels import pixel_batches
 from bench.images.transforms import to_model_input
 from methods.base import CIRMethod
 
@@ -97,8 +98,8 @@ def iter_encoded(
     was_training = method.training
     method.eval()
     try:
-        for start in range(0, len(pixels), batch_size):
-            images = to_model_input(pixels[start : start + batch_size], method.transform, device)
+        for batch in pixel_batches(pixels, batch_size):
+            images = to_model_input(batch, method.transform, device)
             with torch.no_grad(), autocast(device):
                 ref, tgt = method.encode_images(images)
             yield ref.float().cpu(), tgt.float().cpu()

@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.core.atomic import atomic_path
+from bench.core.runtime import resolve_workers
 from bench.formats import get_format
 from bench.formats.base import ImageSizes
 
@@ -46,19 +47,6 @@ def default_annotations(format_name: str) -> Path:
     shared = os.environ.get("CIRBENCH_SHARED_DATA")
     base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared/data"
     return base / format_name
-
-
-def default_workers() -> int:
-    """The machine's cores available to this process."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def resolve_workers(workers: int | None) -> int:
-    """A worker count as settings give it: ``None`` or 0 mean the machine's cores."""
-    return default_workers() if not workers else int(workers)
 
 
 def _name_seed(seed: int, name: str) -> int:

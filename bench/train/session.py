@@ -69,7 +69,11 @@ class Session:
 
 
 def _split_images(
-    cache: ArrayCache, split: CIRSplit, transform: TargetPadTransform, progress: bool
+    cache: ArrayCache,
+    split: CIRSplit,
+    transform: TargetPadTransform,
+    progress: bool,
+    workers: int,
 ) -> SplitImages:
     pixels = load_pixels(
         cache,
@@ -78,6 +82,7 @@ def _split_images(
         transform,
         progress=progress,
         desc=f"{split.name} images",
+        workers=workers,
     )
     key = digest(image_list_digest(split.gallery, split.image_paths), transform.describe())
     return SplitImages(split, pixels, key)
@@ -110,11 +115,12 @@ def build_session(
     generated = [t for triplets, _ in extras for t in triplets]
     pool_names, paths, same_as = training_pool(spec, data, generated, extras, progress)
     transform = backbone.transform
+    workers = spec.train.num_workers
     pool_pixels = load_pixels(
-        cache, pool_names, paths, transform, progress=progress, desc="train images"
+        cache, pool_names, paths, transform, progress=progress, desc="train images", workers=workers
     )
     pool_key = digest(image_list_digest(pool_names, paths), transform.describe())
-    eval_images = [_split_images(cache, s, transform, progress) for s in data.eval_splits]
+    eval_images = [_split_images(cache, s, transform, progress, workers) for s in data.eval_splits]
     return Session(
         spec,
         device,
