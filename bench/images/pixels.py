@@ -6,7 +6,7 @@ sizes and modification times) and the preprocessing, and returns it memory-mappe
 images are preprocessed by ``workers`` processes (``train.num_workers``; default the
 machine's cores), a block of rows each (:data:`BLOCK_BYTES`), and written block by block
 (:meth:`bench.core.arrays.ArrayCache.get_or_fill_rows`): the filling process holds at most
-two blocks per worker, never the array, and an interrupted fill resumes from its last
+one block per worker and one more, never the array, and an interrupted fill resumes from its last
 complete block. Every row depends only on its image, so 1 and N workers give the same
 bytes.
 
@@ -94,7 +94,7 @@ def iter_pixel_blocks(
     rows: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Consecutive blocks of preprocessed rows from ``start`` on, computed by ``workers``
-    processes (1: in this one), at most two blocks per worker in flight."""
+    processes (1: in this one), at most ``workers + 1`` blocks in flight."""
     rows = rows or block_rows(transform)
     spans = [(s, min(s + rows, len(paths))) for s in range(start, len(paths), rows)]
     workers = min(workers, len(spans))
@@ -108,7 +108,7 @@ def iter_pixel_blocks(
         try:
             for lo, hi in todo:
                 pending.append(pool.submit(preprocess_images, paths[lo:hi], transform))
-                if len(pending) >= 2 * workers:
+                if len(pending) > workers:
                     break
             while pending:
                 block = pending.popleft().result()
