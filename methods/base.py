@@ -63,6 +63,23 @@ class TrainBatch:
 
 
 @dataclass(frozen=True)
+class CachedArray:
+    """One array a method's frozen image side is cached as (a bank, a reference cache):
+    what it holds and the shape of one image's entry."""
+
+    role: str  #: "reference" (what ``encode_query`` reads) or "target" (bank, gallery)
+    holds: str
+    shape: tuple[int, ...]
+
+    def item_bytes(self, itemsize: int = 4) -> int:
+        """Bytes of one image's entry at ``itemsize`` bytes a value (float32: 4)."""
+        count = 1
+        for n in self.shape:
+            count *= int(n)
+        return count * itemsize
+
+
+@dataclass(frozen=True)
 class Phase:
     """One training phase of a method: its name, the parameter groups it trains, and what
     it is for. ``image_frozen`` is true when no image-side group trains (features cacheable)."""
@@ -116,6 +133,13 @@ class CIRMethod(nn.Module, ABC):
     @abstractmethod
     def encode_query(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Reference representations and token ids -> L2-normalised query vectors (B, D)."""
+
+    @abstractmethod
+    def cached_arrays(self) -> tuple[CachedArray, CachedArray]:
+        """What a frozen image side is cached as, per image: the reference representation
+        (what :meth:`encode_query` reads) and the target (the bank's and the gallery's
+        rows), with their shapes from the model's configuration (the engine sizes caches
+        with them before any image is encoded)."""
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference representations and target vectors of the same images (one pass when

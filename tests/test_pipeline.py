@@ -22,6 +22,7 @@ from bench.core.arrays import ArrayCache
 from bench.images.pixels import StreamedPixels, block_rows, load_pixels, pixel_batches
 from bench.images.rehearse import rehearse
 from bench.images.transforms import TargetPadTransform
+from tests.conftest import cirbench_home
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,3 +166,90 @@ def test_filling_thousands_of_images_holds_blocks_not_the_array(tmp_path, shared
     assert nbytes == 2500 * 3 * 128 * 128
     print(f"fill of {nbytes} bytes: VmHWM +{peak - before} bytes")
     assert peak - before < nbytes / 2, (before, peak, nbytes)
+
+
+# ----------------------------------------------------------------------------- bounded caches
+
+
+@pytest.mark.parametrize("name", ["clip4cir", "tgcir", "blip4cir_bi", "sprc"])
+def test_each_method_declares_the_shapes_it_caches(name):
+    """What a method declares it caches (and the engine sizes caches by) is what its
+    image side returns, on its tiny synthetic configuration."""
+    import torch
+
+    from bench.backbones import load_backbone
+    from bench.config.bases import method_base
+    from methods import create_method
+
+    base = method_base(name, "synthetic", "fashioniq")
+    backbone = load_backbone(base["backbone"]["arch"], "random")
+    method = create_method(name, backbone, base["method"].get("params", {})).eval()
+    size = backbone.transform.size
+    with torch.no_grad():
+        reference, target = method.encode_images(torch.zeros(2, 3, size, size))
+    declared = {a.role: a.shape for a in method.cached_arrays()}
+    assert declared == {"reference": reference.shape[1:], "target": target.shape[1:]}
+
+
+TINY_RUN = {
+    "name": "budget",
+    "dataset": {"format": "fashioniq", "synthetic_size": "tiny", "categories": ["dress"]},
+    "backbone": {"pretrained": "random"},
+    "train": {"epochs": 1, "batch_size": 16},
+    "spn": {"negatives": {"epochs": 1, "batch_size": 16, "lr": 1e-4, "neg_num": 20}},
+}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One CIRBENCH_HOME for the module (the tiny synthetic data generated once); the
+    tests below run in order: nothing cached, then caches filled."""
+    yield from cirbench_home(tmp_path_factory)
+
+
+def test_a_bank_beyond_the_free_disk_is_refused_before_any_work(home, monkeypatch):
+    from bench.config import parse_spec
+    from bench.core.disk import DiskSpaceError, free_bytes
+    from bench.train.session import build_session
+
+    spec = parse_spec(TINY_RUN)
+    free = free_bytes(home)
+    # the bank of a few hundred tiny images fits any disk: ask to keep more than is free
+    # (1 GB above the free space, beyond what other writers on a shared disk change)
+    monkeypatch.setenv("CIRBENCH_KEEP_FREE", str(free + (1 << 30)))
+    with pytest.raises(DiskSpaceError, match=r"CIRBENCH_KEEP_FREE keeps .* free") as err:
+        build_session(spec, progress=False)
+    message = str(err.value)
+    assert "spn_negatives: train targets" in message and "pixels" in message
+    assert not (home / "cache" / "pixels").exists()  # refused before any image was read
+    assert not (home / "cache" / "features").exists()
+
+
+def test_pixels_beyond_the_disk_are_decoded_on_the_fly(home, monkeypatch):
+    from bench.config import parse_spec
+    from bench.core.disk import free_bytes
+    from bench.train.session import build_session
+
+    spec = parse_spec({**TINY_RUN, "spn": {}, "train": {"epochs": 1, "num_workers": 1}})
+    monkeypatch.setenv("CIRBENCH_PIXEL_CACHE", "off")
+    session = build_session(spec, progress=False)
+    assert isinstance(session.pool_pixels, StreamedPixels)
+    assert not (home / "cache" / "pixels").exists()
+    assert spec.digest() == parse_spec({**TINY_RUN, "spn": {}, "train": {"epochs": 1}}).digest()
+    # auto: streamed only when the disk cannot hold the cache
+    monkeypatch.setenv("CIRBENCH_PIXEL_CACHE", "auto")
+    monkeypatch.setenv("CIRBENCH_KEEP_FREE", str(free_bytes(home) + (1 << 30)))
+    with pytest.raises(Exception, match="CIRBENCH_KEEP_FREE"):
+        build_session(spec, progress=False)  # the Combiner's features must be cached
+
+
+def test_with_room_a_run_reports_its_caches_and_fills_them(home, monkeypatch, capsys):
+    from bench.config import parse_spec
+    from bench.train.session import build_session
+
+    monkeypatch.setenv("CIRBENCH_KEEP_FREE", "0")
+    session = build_session(parse_spec(TINY_RUN), progress=True)
+    report = capsys.readouterr().err
+    assert "caches of this run" in report and "spn_negatives: train targets" in report
+    assert len(session.pool_pixels) == len(session.pool_names)
+    assert list((home / "cache" / "pixels").glob("*.npy"))

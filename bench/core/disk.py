@@ -2,7 +2,8 @@
 
 ``CIRBENCH_KEEP_FREE`` (bytes, or with a unit: ``500M``, ``20G``; default ``1G``) is the
 space cirbench leaves free on the disk of its caches: a run whose new cache files would
-eat into it is refused before any work (:func:`check_fits`).
+eat into it is refused before any work (:mod:`bench.train.budget`), and a pixel cache that
+would is decoded on the fly instead (:mod:`bench.images.pixels`).
 """
 
 from __future__ import annotations
@@ -57,16 +58,3 @@ def free_bytes(path: Path) -> int:
 def room_for(path: Path) -> int:
     """Bytes that may still be written under ``path``: free minus what to leave free."""
     return free_bytes(path) - keep_free()
-
-
-def check_fits(path: Path, needed: int, what: str) -> None:
-    """Refuse (:class:`DiskSpaceError`) when ``needed`` new bytes under ``path`` would
-    leave less than ``CIRBENCH_KEEP_FREE`` free; ``what`` says what they are."""
-    room = room_for(path)
-    if needed > room:
-        raise DiskSpaceError(
-            f"{what}: needs {format_size(needed)} of new cache files under {path}, but the "
-            f"disk has {format_size(free_bytes(path))} free and {KEEP_FREE_ENV} keeps "
-            f"{format_size(keep_free())} of it free; free space, point CIRBENCH_HOME at a "
-            f"larger disk, or lower {KEEP_FREE_ENV}"
-        )

@@ -22,6 +22,7 @@ from bench.images.pixels import load_pixels
 from bench.images.transforms import TargetPadTransform
 from bench.spn.modifiers import active_modifiers
 from bench.spn.positives.modifier import epoch_triplets
+from bench.train.budget import cache_plan, check_plan
 from bench.train.data import ExperimentData, load_experiment_data
 from methods import create_method
 from methods.base import CIRMethod
@@ -115,6 +116,8 @@ def build_session(
     generated = [t for triplets, _ in extras for t in triplets]
     pool_names, paths, same_as = training_pool(spec, data, generated, extras, progress)
     transform = backbone.transform
+    plan = cache_plan(spec, method, cache, (pool_names, paths), data.eval_splits, transform)
+    check_plan(plan, f"spec {spec.name}", progress=progress)
     workers = spec.train.num_workers
     pool_pixels = load_pixels(
         cache, pool_names, paths, transform, progress=progress, desc="train images", workers=workers
