@@ -141,6 +141,22 @@ class CIRMethod(nn.Module, ABC):
         rows), with their shapes from the model's configuration (the engine sizes caches
         with them before any image is encoded)."""
 
+    def query_state_array(self) -> CachedArray | None:
+        """What the bank stage caches per (reference image, query text) instead of the
+        reference representations, or ``None`` (default: it reads the reference cache).
+        A method whose ``encode_query`` starts with a part that depends only on the image
+        side (frozen in the bank stage) declares it here (SPRC: the fused Q-Former states)
+        and implements :meth:`query_state` and :meth:`encode_query_from_state`."""
+        return None
+
+    def query_state(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The frozen first part of :meth:`encode_query` (see :meth:`query_state_array`)."""
+        raise NotImplementedError(f"{self.name} declares no query state")
+
+    def encode_query_from_state(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode_query` from a cached :meth:`query_state` of the same text."""
+        raise NotImplementedError(f"{self.name} declares no query state")
+
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference representations and target vectors of the same images (one pass when
         a method can share the work)."""

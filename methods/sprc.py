@@ -356,6 +356,18 @@ class Sprc(CIRMethod):
             CachedArray("target", "Q-Former query token vectors", (self.num_query, width)),
         )
 
+    def query_state_array(self) -> CachedArray:
+        """The fused query states ``F`` (SPN's ``refer_bank``, 32 x 768 for BLIP-2): the
+        fusion pass reads only frozen weights in the bank stage."""
+        hidden = int(self.blip2.config.qformer_config.hidden_size)
+        return CachedArray("query state", "fused Q-Former query states", (self.num_query, hidden))
+
+    def query_state(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.fuse(reference, self.trim(tokens))
+
+    def encode_query_from_state(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.query_features(state.to(self.prompt_tokens.dtype), self.trim(tokens))
+
     def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_embeds(images)
 

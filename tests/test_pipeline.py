@@ -253,3 +253,28 @@ def test_with_room_a_run_reports_its_caches_and_fills_them(home, monkeypatch, ca
     assert "caches of this run" in report and "spn_negatives: train targets" in report
     assert len(session.pool_pixels) == len(session.pool_names)
     assert list((home / "cache" / "pixels").glob("*.npy"))
+
+
+def test_sprc_bank_stage_reads_fused_states_equal_to_its_query():
+    """SPRC's cached query state (the fused Q-Former states, the reference's refer_bank)
+    gives the query its own encode_query gives, in eval mode (how the state is cached)."""
+    import torch
+
+    from bench.backbones import load_backbone
+    from bench.config.bases import method_base
+    from methods import create_method
+
+    base = method_base("sprc", "synthetic", "fashioniq")
+    backbone = load_backbone(base["backbone"]["arch"], "random")
+    method = create_method("sprc", backbone, base["method"].get("params", {})).eval()
+    size = backbone.transform.size
+    images = torch.rand(3, 3, size, size)
+    tokens = method.tokenize(["is red", "has longer sleeves and a collar", "is blue"])
+    with torch.no_grad():
+        reference = method.encode_reference(images)
+        state = method.query_state(reference, tokens[:, :20])  # any padding length
+        query = method.encode_query_from_state(state, tokens)
+        assert torch.allclose(query, method.encode_query(reference, tokens), atol=1e-5)
+    declared = method.query_state_array()
+    assert declared is not None and tuple(state.shape[1:]) == declared.shape
+    assert declared.shape[0] == method.num_query  # 32 x 768 for BLIP-2

@@ -161,6 +161,10 @@ class DatasetFormat(ABC):
         """The query text of a human triplet in training (default: its one caption)."""
         return captions[0]
 
+    def training_texts(self, captions: tuple[str, ...]) -> tuple[str, ...]:
+        """Every text :meth:`training_text` may draw for these captions."""
+        return (captions[0],)
+
     def eval_text(self, captions: tuple[str, ...]) -> str:
         """The query text of a query at evaluation (default: its one caption)."""
         return captions[0]

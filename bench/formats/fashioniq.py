@@ -312,10 +312,12 @@ class FashionIQFormat(DatasetFormat):
 
     def training_text(self, captions: tuple[str, ...], rng: random.Random) -> str:
         """One of CLIP4Cir's four variants at random: "c1 and c2", "c2 and c1", "c1", "c2"."""
+        return self.training_texts(captions)[rng.randrange(4)]
+
+    def training_texts(self, captions: tuple[str, ...]) -> tuple[str, ...]:
         first, second = captions
-        variant = rng.randrange(4)
-        chosen = [(first, second), (second, first), (first,), (second,)][variant]
-        return fashioniq_query_text(chosen)
+        variants = [(first, second), (second, first), (first,), (second,)]
+        return tuple(fashioniq_query_text(v) for v in variants)
 
     def eval_text(self, captions: tuple[str, ...]) -> str:
         """CLIP4Cir's "C1 and c2"."""

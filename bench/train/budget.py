@@ -3,7 +3,9 @@
 Before any image is preprocessed or encoded, :func:`cache_plan` lists every cache file a
 run writes: the pixels of its training pool and of each evaluation gallery (uint8,
 ``N x 3 x S x S``), and for every phase with a frozen image side the cached reference
-representations and targets of the pool (the SPN bank; float16 with ``half_bank``) and of
+representations and targets of the pool (the SPN bank; float16 with ``half_bank``; in the
+bank stage, a method's declared query states per (reference, text) pair replace the
+reference representations, :mod:`bench.train.query_states`) and of
 the evaluation galleries (float32), sized by the method's own declaration
 (:meth:`methods.base.CIRMethod.cached_arrays`). Entries already in the cache cost
 nothing; pixels that do not fit are decoded on the fly (``CIRBENCH_PIXEL_CACHE=auto``,
@@ -86,9 +88,11 @@ def cache_plan(
     pool: tuple[Sequence[str], dict[str, Path]],
     eval_splits: Sequence[CIRSplit],
     transform: TargetPadTransform,
+    state_pairs: int = 0,
 ) -> CachePlan:
     """The cache entries of a run (see the module docstring); ``pool``: the training
-    pool's names and paths."""
+    pool's names and paths; ``state_pairs``: the (reference, text) pairs of the bank
+    stage's query states (methods that declare one)."""
     names, paths = pool
     entries = [
         CacheEntry(
@@ -119,17 +123,29 @@ def cache_plan(
             continue
         bank = planned.phase.objective == "bank"
         itemsize = 2 if bank and negatives is not None and negatives.half_bank else 4
-        for array in method.cached_arrays():
-            shape = " x ".join(map(str, array.shape))
-            dtype = "float16" if itemsize == 2 else "float32"
+        dtype = "float16" if itemsize == 2 else "float32"
+        state = method.query_state_array() if bank else None
+        if state is not None:
+            shape = " x ".join(map(str, state.shape))
             entries.append(
                 CacheEntry(
-                    f"{planned.phase.name}: train {array.role}s",
-                    f"{array.holds}, {dtype} {shape}",
-                    len(names),
-                    array.item_bytes(itemsize),
+                    f"{planned.phase.name}: train {state.role}s",
+                    f"{state.holds} per (reference, text), {dtype} {shape}",
+                    state_pairs,
+                    state.item_bytes(itemsize),
                 )
             )
+        for array in method.cached_arrays():
+            shape = " x ".join(map(str, array.shape))
+            if not (state is not None and array.role == "reference"):
+                entries.append(
+                    CacheEntry(
+                        f"{planned.phase.name}: train {array.role}s",
+                        f"{array.holds}, {dtype} {shape}",
+                        len(names),
+                        array.item_bytes(itemsize),
+                    )
+                )
             entries.append(
                 CacheEntry(
                     f"{planned.phase.name}: eval {array.role}s",

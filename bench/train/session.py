@@ -23,7 +23,7 @@ from bench.images.transforms import TargetPadTransform
 from bench.spn.modifiers import active_modifiers
 from bench.spn.positives.modifier import epoch_triplets
 from bench.train.budget import cache_plan, check_plan
-from bench.train.data import ExperimentData, load_experiment_data
+from bench.train.data import ExperimentData, load_experiment_data, state_pairs
 from methods import create_method
 from methods.base import CIRMethod
 
@@ -116,7 +116,13 @@ def build_session(
     generated = [t for triplets, _ in extras for t in triplets]
     pool_names, paths, same_as = training_pool(spec, data, generated, extras, progress)
     transform = backbone.transform
-    plan = cache_plan(spec, method, cache, (pool_names, paths), data.eval_splits, transform)
+    pairs = 0
+    if spec.spn.negatives is not None and method.query_state_array() is not None:
+        triplets = ([] if spec.spn.zero_shot else data.train) + generated
+        index = {n: i for i, n in enumerate(pool_names)}
+        pairs = len(state_pairs(triplets, data.format, index, same_as))
+    pool = (pool_names, paths)
+    plan = cache_plan(spec, method, cache, pool, data.eval_splits, transform, pairs)
     check_plan(plan, f"spec {spec.name}", progress=progress)
     workers = spec.train.num_workers
     pool_pixels = load_pixels(
