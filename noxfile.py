@@ -27,6 +27,9 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Performance benchmarks (timings reported as ratios against naive implementations).
 
+    ``benchmarks/bench_pipeline.py`` writes a FashionIQ rehearsal folder (1000 images here;
+    ``python benchmarks/bench_pipeline.py --images 0`` for all 74,381) under the temp folder
+    and measures the input pipeline, the evaluation and the bank stage at real sizes.
     The ones that train or encode on the synthetic benchmark run with ``-- all``:
     ``benchmarks/bench_feature_cache.py``, ``benchmarks/bench_spn_stages.py`` and
     ``benchmarks/bench_data_parallel.py`` (torchrun against one process). Then
@@ -36,6 +39,7 @@ def bench(session: nox.Session) -> None:
     """
     session.run("python", "benchmarks/bench_metrics.py")
     session.run("python", "benchmarks/bench_matching.py")
+    session.run("python", "benchmarks/bench_pipeline.py", "--images", "1000")
     if "all" in session.posargs:
         session.run("python", "benchmarks/bench_feature_cache.py")
         session.run("python", "benchmarks/bench_spn_stages.py")

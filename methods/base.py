@@ -63,6 +63,23 @@ class TrainBatch:
 
 
 @dataclass(frozen=True)
+class CachedArray:
+    """One array a method's frozen image side is cached as (a bank, a reference cache):
+    what it holds and the shape of one image's entry."""
+
+    role: str  #: "reference" (what ``encode_query`` reads) or "target" (bank, gallery)
+    holds: str
+    shape: tuple[int, ...]
+
+    def item_bytes(self, itemsize: int = 4) -> int:
+        """Bytes of one image's entry at ``itemsize`` bytes a value (float32: 4)."""
+        count = 1
+        for n in self.shape:
+            count *= int(n)
+        return count * itemsize
+
+
+@dataclass(frozen=True)
 class Phase:
     """One training phase of a method: its name, the parameter groups it trains, and what
     it is for. ``image_frozen`` is true when no image-side group trains (features cacheable)."""
@@ -116,6 +133,29 @@ class CIRMethod(nn.Module, ABC):
     @abstractmethod
     def encode_query(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Reference representations and token ids -> L2-normalised query vectors (B, D)."""
+
+    @abstractmethod
+    def cached_arrays(self) -> tuple[CachedArray, CachedArray]:
+        """What a frozen image side is cached as, per image: the reference representation
+        (what :meth:`encode_query` reads) and the target (the bank's and the gallery's
+        rows), with their shapes from the model's configuration (the engine sizes caches
+        with them before any image is encoded)."""
+
+    def query_state_array(self) -> CachedArray | None:
+        """What the bank stage caches per (reference image, query text) instead of the
+        reference representations, or ``None`` (default: it reads the reference cache).
+        A method whose ``encode_query`` starts with a part that depends only on the image
+        side (frozen in the bank stage) declares it here (SPRC: the fused Q-Former states)
+        and implements :meth:`query_state` and :meth:`encode_query_from_state`."""
+        return None
+
+    def query_state(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The frozen first part of :meth:`encode_query` (see :meth:`query_state_array`)."""
+        raise NotImplementedError(f"{self.name} declares no query state")
+
+    def encode_query_from_state(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode_query` from a cached :meth:`query_state` of the same text."""
+        raise NotImplementedError(f"{self.name} declares no query state")
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference representations and target vectors of the same images (one pass when

@@ -53,7 +53,7 @@ from torch import nn
 
 from bench.backbones import Backbone, BackboneError
 from bench.backbones.blip import BlipCIRModel
-from methods.base import CIRMethod, MethodParams, Phase, TrainBatch
+from methods.base import CachedArray, CIRMethod, MethodParams, Phase, TrainBatch
 from methods.registry import register_method
 
 
@@ -116,6 +116,17 @@ class Blip4CirBi(CIRMethod):
         self.active_phase = self.phases[-1].name
 
     # ------------------------------------------------------------------ encoders
+    def cached_arrays(self) -> tuple[CachedArray, CachedArray]:
+        vision = self.blip.config.vision_config
+        tokens = 1 + (int(vision.image_size) // int(vision.patch_size)) ** 2
+        dim = int(self.blip.config.image_text_hidden_size)
+        return (
+            CachedArray(
+                "reference", "BLIP ViT tokens ([CLS] + patches)", (tokens, vision.hidden_size)
+            ),
+            CachedArray("target", "normalised ITC embedding of [CLS]", (dim,)),
+        )
+
     def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
         return self.blip.image_tokens(images)
 

@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from bench.backbones import Backbone
-from methods.base import CIRMethod, MethodParams, Phase
+from methods.base import CachedArray, CIRMethod, MethodParams, Phase
 from methods.registry import register_method
 
 
@@ -80,6 +80,7 @@ class Clip4Cir(CIRMethod):
         self.clip = backbone.model
         self.clip.logit_scale.requires_grad_(False)  # CLIP4Cir uses a fixed scale of 100
         dim = backbone.embed_dim
+        self.embed_dim = dim
         self.combiner = (
             Combiner(
                 dim,
@@ -93,6 +94,13 @@ class Clip4Cir(CIRMethod):
         if self.combiner is None:
             self.phases = (FINETUNE,)
         self.active_phase = self.phases[-1].name
+
+    def cached_arrays(self) -> tuple[CachedArray, CachedArray]:
+        dim = (self.embed_dim,)
+        return (
+            CachedArray("reference", "CLIP image feature", dim),
+            CachedArray("target", "normalised CLIP image feature", dim),
+        )
 
     def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
         return self.clip.encode_image(images)

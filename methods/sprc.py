@@ -72,7 +72,15 @@ from torch.func import functional_call
 from bench.backbones import Backbone, BackboneError
 from bench.backbones.blip2 import EXTRAS_ATTR
 from bench.core.hashing import tensor_fingerprint
-from methods.base import IMAGE_SIDE, CIRMethod, MethodParams, Phase, TrainBatch, target_scores
+from methods.base import (
+    IMAGE_SIDE,
+    CachedArray,
+    CIRMethod,
+    MethodParams,
+    Phase,
+    TrainBatch,
+    target_scores,
+)
 from methods.registry import register_method
 
 #: Extras of a LAVIS checkpoint (see bench.backbones.lavis_keys) this method uses.
@@ -338,6 +346,28 @@ class Sprc(CIRMethod):
         return F.normalize(self.blip2.text_projection(out.last_hidden_state[:, 0]), dim=-1)
 
     # ------------------------------------------------------------------ encoders
+    def cached_arrays(self) -> tuple[CachedArray, CachedArray]:
+        config = self.blip2.config
+        vision = config.vision_config
+        tokens = 1 + (int(vision.image_size) // int(vision.patch_size)) ** 2
+        width = int(self.blip2.vision_projection.out_features)
+        return (
+            CachedArray("reference", "ln_vision(ViT) tokens", (tokens, int(vision.hidden_size))),
+            CachedArray("target", "Q-Former query token vectors", (self.num_query, width)),
+        )
+
+    def query_state_array(self) -> CachedArray:
+        """The fused query states ``F`` (SPN's ``refer_bank``, 32 x 768 for BLIP-2): the
+        fusion pass reads only frozen weights in the bank stage."""
+        hidden = int(self.blip2.config.qformer_config.hidden_size)
+        return CachedArray("query state", "fused Q-Former query states", (self.num_query, hidden))
+
+    def query_state(self, reference: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.fuse(reference, self.trim(tokens))
+
+    def encode_query_from_state(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.query_features(state.to(self.prompt_tokens.dtype), self.trim(tokens))
+
     def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_embeds(images)
 

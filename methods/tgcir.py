@@ -59,7 +59,7 @@ from pydantic import Field
 from torch import nn
 
 from bench.backbones import Backbone, BackboneError
-from methods.base import CIRMethod, MethodParams, Phase, TrainBatch
+from methods.base import CachedArray, CIRMethod, MethodParams, Phase, TrainBatch
 from methods.registry import register_method
 
 
@@ -281,6 +281,13 @@ class TgCir(CIRMethod):
         reference = reference.to(text.dtype)
         gate = self.gate(torch.cat([reference, text], dim=-1))
         return gate * reference + (1 - gate) * text, gate
+
+    def cached_arrays(self) -> tuple[CachedArray, CachedArray]:
+        tokens = self.params.global_tokens + self.params.local_tokens
+        return (
+            CachedArray("reference", "global and local image tokens", (tokens, self.dim)),
+            CachedArray("target", "normalised mean of the image tokens", (self.dim,)),
+        )
 
     def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_tokens(images)

@@ -268,13 +268,13 @@ def test_the_bank_holds_the_triplet_images_with_duplicates_merged():
 
 @pytest.fixture(scope="module")
 def reference_layout(tmp_path_factory, shared_data) -> Path:
-    """A data root in the reference layout from the real annotation files (no images: the
-    dry run reads none)."""
+    """A data root in the reference layout from the real annotation files: a rehearsal
+    folder without images (``limit=0``: the dry run reads none)."""
+    from bench.images.rehearse import rehearse_data_root
+
     root = tmp_path_factory.mktemp("data-root")
-    shutil.copytree(shared_data / "fashioniq", root / "fashionIQ_dataset")
-    (root / "cirr_dataset").mkdir()
-    shutil.copytree(shared_data / "cirr", root / "cirr_dataset" / "cirr")
-    shutil.copytree(shared_data / "circo", root / "CIRCO")
+    for name in ("fashioniq", "cirr", "circo"):
+        rehearse_data_root(root, [name], annotations=shared_data / name, limit=0, progress=False)
     return root
 
 

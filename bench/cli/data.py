@@ -1,4 +1,5 @@
-"""``cirbench data stats|synth``: dataset folders and the synthetic benchmark."""
+"""``cirbench data stats|rehearse|synth``: dataset folders, rehearsal folders and the synthetic
+benchmark."""
 
 from __future__ import annotations
 
@@ -62,6 +63,30 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_rehearse(args: argparse.Namespace) -> int:
+    from bench.images.rehearse import rehearse
+
+    done = rehearse(
+        args.format,
+        args.out,
+        annotations=args.annotations,
+        seed=args.seed,
+        limit=args.limit,
+        workers=args.workers,
+        scale=args.scale,
+        gallery_size=args.gallery_size,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps(done.as_dict(), indent=2))
+    else:
+        print(
+            f"{done.root}: {done.format} layout, annotations from {done.annotations}, "
+            f"{done.images} images ({done.written} written, {done.images - done.written} kept)"
+        )
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="dataset tools").add_subparsers(
         dest="data_command", required=True
@@ -84,6 +109,37 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--strict", action="store_true", help="exit with status 1 when any error is found"
     )
     stats.set_defaults(handler=_cmd_data_stats)
+
+    rehearse = data.add_parser(
+        "rehearse",
+        help="the official layout with the real annotation files and a placeholder JPEG at "
+        "real size for every image they name (input-pipeline rehearsals, layout checks)",
+    )
+    rehearse.add_argument("--format", required=True, choices=format_names())
+    rehearse.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    rehearse.add_argument(
+        "--annotations",
+        type=Path,
+        help="folder of the real annotation files (default: ../shared/data/<format>, "
+        "or $CIRBENCH_SHARED_DATA/<format>)",
+    )
+    rehearse.add_argument("--seed", type=int, default=0, help="placeholder images' seed")
+    rehearse.add_argument(
+        "--limit", type=int, help="write only the first N images (0: annotations only)"
+    )
+    rehearse.add_argument("--workers", type=int, help="processes (default: the machine's cores)")
+    rehearse.add_argument(
+        "--scale", type=float, default=1.0, help="shrink every image by this factor (tests)"
+    )
+    rehearse.add_argument(
+        "--gallery-size",
+        type=int,
+        help="CIRCO: images in the gallery in all (default 123403, the COCO unlabeled set; "
+        "0: only the images the annotations name)",
+    )
+    rehearse.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rehearse.add_argument("--quiet", action="store_true", help="no progress bar")
+    rehearse.set_defaults(handler=_cmd_data_rehearse)
 
     synth = data.add_parser(
         "synth",

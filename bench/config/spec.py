@@ -30,6 +30,8 @@ SYNTHETIC = "synthetic"
 #: schema 1 have other digests and are not reused. 3: the SPN recipe as data (stage
 #: recipes with phase / trains / optimiser, bank contents, dataset.also_protocols).
 SPEC_SCHEMA = 3
+#: (block, key, the value the digest hashes): settings that change no result.
+RUNTIME_ONLY = (("train", "num_workers", 0),)
 
 
 class DatasetSpec(Strict):
@@ -164,8 +166,13 @@ class ExperimentSpec(Strict):
 
     def digest(self) -> str:
         """A content hash of the resolved spec (identifies a grid point); a spec without
-        ``stage1`` hashes as before the field existed."""
-        blob = json.dumps(self.dump(), sort_keys=True)
+        ``stage1`` hashes as before the field existed. Settings that change no result
+        (:data:`RUNTIME_ONLY`) enter it at their defaults, so a run folder is the same for
+        any number of input workers."""
+        data = self.dump()
+        for block, key, default in RUNTIME_ONLY:
+            data[block][key] = default
+        blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

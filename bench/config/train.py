@@ -67,7 +67,12 @@ class TrainSpec(Strict):
     drop_last: bool = False
     mode: Mode = "train"
     mixed_precision: bool = True
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: int = Field(
+        default=0,
+        ge=0,
+        description="processes that decode and preprocess images (0: the machine's cores, "
+        "1: the main process); changes no result, so it is not part of the spec digest",
+    )
     save_best_checkpoint_artifact: bool = False
     phases: dict[str, PhaseSpec] = Field(default_factory=dict)
 

@@ -6,7 +6,10 @@ never reads a stale entry. Each ``.npy`` has a JSON sidecar recording how long i
 compute, so the cache can report the time it saved. Reads memory-map the array.
 :meth:`ArrayCache.get_or_fill` writes arrays computed block by block straight into
 memory-mapped files (optionally in another dtype, e.g. float16 feature banks), so an array
-larger than RAM can be cached and read back.
+larger than RAM can be cached and read back. :meth:`ArrayCache.get_or_fill_rows` fills
+one array block by block with plain file writes (no map, so the filling process's memory
+holds one block, not the array) and records after each block, atomically, how many rows
+are on disk: an interrupted fill resumes from its last complete block.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.atomic import atomic_path, temporary_path, write_json_atomic
+from bench.core.locks import exclusive
 
 
 @dataclass
@@ -124,6 +128,108 @@ class ArrayCache:
         self.stats.seconds_computing += seconds
         self.stats.events.extend({"kind": kind, "key": key, "hit": False} for key in keys)
         return [np.load(path, mmap_mode=mmap_mode) for path in paths]
+
+    def partial_paths(self, kind: str, key: str) -> tuple[Path, Path]:
+        """The data file and the progress record of an unfinished :meth:`get_or_fill_rows`."""
+        path = self.path(kind, key)
+        return path.with_name(f"{key}.partial.npy"), path.with_name(f"{key}.partial.json")
+
+    def get_or_fill_rows(
+        self,
+        kind: str,
+        key: str,
+        shape: tuple[int, ...],
+        dtype: str | np.dtype,
+        fill: Callable[[int], Iterable[np.ndarray]],
+        meta: dict[str, Any],
+    ) -> np.ndarray:
+        """One array of ``shape`` filled block by block, returned memory-mapped (read-only).
+
+        On a miss ``fill(start)`` yields consecutive blocks of rows from row ``start`` on;
+        each is written at its place in ``<key>.partial.npy`` with a plain file write, the
+        file is synced and ``<key>.partial.json`` (rows done) replaced atomically, so a
+        fill interrupted at any point resumes from its last complete block (``start`` > 0)
+        and ends with the same bytes. Finished, the file is renamed to ``<key>.npy``. One
+        process fills a key at a time (a file lock); another waits and then reads it."""
+        path = self.path(kind, key)
+        sidecar = path.with_suffix(".json")
+        if not (path.is_file() and sidecar.is_file()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with exclusive(path.with_name(f".{key}.lock")):
+                if not (path.is_file() and sidecar.is_file()):
+                    self._fill_rows(kind, key, tuple(shape), np.dtype(dtype), fill, meta)
+                    return np.load(path, mmap_mode="r")
+        info = json.loads(sidecar.read_text())
+        self.stats.hits += 1
+        self.stats.seconds_saved += float(info.get("seconds", 0.0))
+        self.stats.events.append({"kind": kind, "key": key, "hit": True})
+        return np.load(path, mmap_mode="r")
+
+    def _fill_rows(
+        self,
+        kind: str,
+        key: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        fill: Callable[[int], Iterable[np.ndarray]],
+        meta: dict[str, Any],
+    ) -> None:
+        path = self.path(kind, key)
+        data, progress = self.partial_paths(kind, key)
+        record = {"shape": list(shape), "dtype": dtype.str, "rows_done": 0, "seconds": 0.0}
+        if data.is_file() and progress.is_file():
+            done = json.loads(progress.read_text())
+            if done.get("shape") == record["shape"] and done.get("dtype") == record["dtype"]:
+                record = done
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        if record["rows_done"] == 0:  # a fresh (sparse) file with its .npy header
+            header = {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            with data.open("wb") as handle:
+                np.lib.format.write_array_header_1_0(handle, header)
+                handle.truncate(handle.tell() + shape[0] * row_bytes)
+        with data.open("rb") as handle:
+            np.lib.format.read_magic(handle)
+            np.lib.format.read_array_header_1_0(handle)
+            offset = handle.tell()
+        start, began = int(record["rows_done"]), time.perf_counter()
+        earlier = float(record["seconds"])
+        with data.open("r+b") as handle:
+            row = start
+            for block in fill(start):
+                block = np.ascontiguousarray(block, dtype=dtype)
+                if block.shape[1:] != shape[1:] or row + len(block) > shape[0]:
+                    raise ValueError(
+                        f"{kind}/{key}: block of shape {block.shape} does not fit rows "
+                        f"{row}..{row + len(block)} of an array of shape {shape}"
+                    )
+                handle.seek(offset + row * row_bytes)
+                handle.write(memoryview(block).cast("B"))
+                handle.flush()
+                os.fsync(handle.fileno())
+                row += len(block)
+                record = {
+                    **record,
+                    "rows_done": row,
+                    "seconds": earlier + time.perf_counter() - began,
+                }
+                write_json_atomic(progress, record, indent=None)
+        if row != shape[0]:
+            raise ValueError(f"{kind}/{key}: fill gave {row} rows, expected {shape[0]}")
+        seconds = earlier + time.perf_counter() - began
+        os.replace(data, path)
+        write_json_atomic(
+            path.with_suffix(".json"),
+            {**meta, "seconds": seconds, "shape": list(shape), "resumed_at": start},
+            indent=None,
+        )
+        progress.unlink(missing_ok=True)
+        self.stats.misses += 1
+        self.stats.seconds_computing += seconds
+        self.stats.events.append({"kind": kind, "key": key, "hit": False})
 
 
 def _write_blocks(

@@ -34,6 +34,15 @@ class DataFormatError(CirbenchError, ValueError):
             where += f": field {field!r}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[object, ...]:  # picklable: raised in worker processes
+        return (_data_format_error, (self.file, self.detail, self.record, self.field))
+
+
+def _data_format_error(
+    file: str, message: str, record: int | str | None, field: str | None
+) -> DataFormatError:
+    return DataFormatError(file, message, record=record, field=field)
+
 
 class MetricInputError(CirbenchError, ValueError):
     """Inputs to a metric are inconsistent (shapes, names, targets missing from the gallery)."""

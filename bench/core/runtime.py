@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -19,6 +20,20 @@ def select_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CirbenchError(f"device {name!r} requested but CUDA is not available")
     return distributed.device(name)
+
+
+def default_workers() -> int:
+    """The machine's cores available to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | None) -> int:
+    """A worker-process count as settings give it (``train.num_workers``): ``None`` or 0
+    mean the machine's cores, 1 this process alone."""
+    return default_workers() if not workers else int(workers)
 
 
 def seed_everything(seed: int) -> None:

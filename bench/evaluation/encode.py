@@ -21,6 +21,7 @@ from bench.core.hashing import digest
 from bench.core.runtime import autocast
 from bench.formats import get_format
 from bench.formats.records import CIRSplit
+from bench.images.pixels import pixel_batches
 from bench.images.transforms import to_model_input
 from methods.base import CIRMethod
 
@@ -67,11 +68,13 @@ class Encoded:
     reference and target files), float32 or float16: read them a batch of rows at a time
     with :meth:`reference_rows` / :meth:`target_rows`, which upcast to float32."""
 
-    reference: torch.Tensor
+    reference: torch.Tensor | None  #: None: targets only (``encode_cached(targets_only)``)
     target: torch.Tensor
-    files: tuple[Path, Path] | None = None
+    files: tuple[Path | None, Path] | None = None
 
     def reference_rows(self, rows: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        if self.reference is None:
+            raise ValueError("these features hold targets only (encode_cached targets_only)")
         return gather_rows(self.reference, rows, device)
 
     def target_rows(self, rows: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -83,8 +86,9 @@ class Encoded:
 
     def in_ram(self) -> Encoded:
         """A float32 copy in RAM, as features were held before banks were memory-mapped."""
+        reference = self.reference
         return Encoded(
-            self.reference.to(device="cpu", dtype=torch.float32, copy=True),
+            None if reference is None else reference.to("cpu", torch.float32, copy=True),
             self.target.to(device="cpu", dtype=torch.float32, copy=True),
         )
 
@@ -97,8 +101,8 @@ def iter_encoded(
     was_training = method.training
     method.eval()
     try:
-        for start in range(0, len(pixels), batch_size):
-            images = to_model_input(pixels[start : start + batch_size], method.transform, device)
+        for batch in pixel_batches(pixels, batch_size):
+            images = to_model_input(batch, method.transform, device)
             with torch.no_grad(), autocast(device):
                 ref, tgt = method.encode_images(images)
             yield ref.float().cpu(), tgt.float().cpu()
@@ -128,6 +132,7 @@ def encode_cached(
     cache: ArrayCache | None,
     *,
     dtype: str = "float32",
+    targets_only: bool = False,
 ) -> Encoded:
     """:func:`encode_pixels`, through the feature cache when one is given.
 
@@ -138,6 +143,8 @@ def encode_cached(
 
     Only pass a cache when the image side is frozen: the key includes a fingerprint of the
     image-side weights, so a cache used while they train just fills up with dead entries.
+    ``targets_only`` (with a cache) encodes and caches the target vectors alone (a bank
+    stage that reads cached query states instead of reference representations).
     """
     if dtype not in FEATURE_DTYPES:
         raise ValueError(f"feature dtype {dtype!r}: expected one of {FEATURE_DTYPES}")
@@ -153,12 +160,40 @@ def encode_cached(
             yield ref.numpy(), tgt.numpy()
 
     meta = {"method": method.name, "images": len(pixels), "dtype": dtype}
+    if targets_only:
+        return _encode_targets(method, pixels, device, batch_size, cache, key, meta, dtype)
     keys = [key + "-reference", key + "-target"]
     # copy-on-write maps: tensors over the files, never loaded; an in-place write would
     # stay private to this process (a read-only map would crash the process instead)
     ref, tgt = cache.get_or_fill("features", keys, fill, len(pixels), meta, dtype, "c")
     files = (cache.path("features", keys[0]), cache.path("features", keys[1]))
     return Encoded(torch.from_numpy(ref), torch.from_numpy(tgt), files)
+
+
+def _encode_targets(
+    method: CIRMethod,
+    pixels: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    cache: ArrayCache,
+    key: str,
+    meta: dict,
+    dtype: str,
+) -> Encoded:
+    was_training = method.training
+    method.eval()
+
+    def fill() -> Iterator[tuple[np.ndarray]]:
+        try:
+            for batch in pixel_batches(pixels, batch_size):
+                images = to_model_input(batch, method.transform, device)
+                with torch.no_grad(), autocast(device):
+                    yield (method.encode_target(images).float().cpu().numpy(),)
+        finally:
+            method.train(was_training)
+
+    [target] = cache.get_or_fill("features", [key + "-target"], fill, len(pixels), meta, dtype, "c")
+    return Encoded(None, torch.from_numpy(target), (None, cache.path("features", key + "-target")))
 
 
 @torch.no_grad()

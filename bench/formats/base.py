@@ -43,6 +43,18 @@ class EvalOptions:
 
 
 @dataclass(frozen=True)
+class ImageSizes:
+    """How large a benchmark's real images are, for rehearsal folders
+    (:mod:`bench.images.rehearse`): the long side in pixels uniform in ``long_side``, the
+    aspect ratio (width / height) from one of ``aspects``, ``(weight, low, high)`` ranges
+    chosen by weight and log-uniform within. Assumptions from the datasets' descriptions,
+    not measured on the images (see the README, "Real-size data")."""
+
+    long_side: tuple[int, int]
+    aspects: tuple[tuple[float, float, float], ...]
+
+
+@dataclass(frozen=True)
 class SplitFiles:
     """The annotation files of one (group, split) that statistics look for."""
 
@@ -77,6 +89,11 @@ class DatasetFormat(ABC):
     #: The folder names the format's dataset has in the reference layout of a data root
     #: (``--data-root DIR`` holding ``fashionIQ_dataset/``, ``cirr_dataset/``, ...).
     reference_folders: ClassVar[tuple[str, ...]] = ()
+    #: The real images' sizes (rehearsal folders).
+    image_sizes: ClassVar[ImageSizes] = ImageSizes((400, 800), ((1.0, 0.75, 1.33),))
+    #: Images in the real gallery when it is more than the annotations name (CIRCO ranks
+    #: the whole COCO unlabeled set); ``None``: the annotations name the whole gallery.
+    gallery_size: ClassVar[int | None] = None
 
     # ------------------------------------------------------------------ reading
     def groups(self, categories: Sequence[str] | None = None) -> list[str | None]:
@@ -114,6 +131,26 @@ class DatasetFormat(ABC):
             for f in self.split_files(Path(root))
         )
 
+    def annotation_folder(self, root: Path) -> Path:
+        """Where the annotation files lie under a dataset folder in the official layout."""
+        return root
+
+    def named_images(self, root: Path) -> dict[str, Path]:
+        """Every image the annotation files under ``root`` name (name -> the path the
+        reader expects), over all splits and groups, without looking at image files; a
+        split whose files are absent or unreadable contributes what it can."""
+        out: dict[str, Path] = {}
+        for group in self.groups():
+            for split in self.splits:
+                data = self.load_split(root, split, group, images=False, strict=False)
+                out.update({n: data.image_paths[n] for n in data.gallery})
+        return out
+
+    def gallery_fillers(self, root: Path, named: Mapping[str, Path], count: int) -> dict[str, Path]:
+        """``count`` gallery images no annotation names (their names and paths), for a
+        rehearsal gallery of the real size; only formats with :attr:`gallery_size`."""
+        raise CirbenchError(f"{self.title}: the annotations name the whole gallery")
+
     def train_image_paths(self, root: Path) -> dict[str, Path]:
         """Every training image (name -> path) named by the split files, without reading
         captions; empty for a format without a training split."""
@@ -123,6 +160,10 @@ class DatasetFormat(ABC):
     def training_text(self, captions: tuple[str, ...], rng: random.Random) -> str:
         """The query text of a human triplet in training (default: its one caption)."""
         return captions[0]
+
+    def training_texts(self, captions: tuple[str, ...]) -> tuple[str, ...]:
+        """Every text :meth:`training_text` may draw for these captions."""
+        return (captions[0],)
 
     def eval_text(self, captions: tuple[str, ...]) -> str:
         """The query text of a query at evaluation (default: its one caption)."""

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import DataFormatError
-from bench.formats.base import DatasetFormat, EvalOptions, SplitFiles, register_format
+from bench.formats.base import DatasetFormat, EvalOptions, ImageSizes, SplitFiles, register_format
 from bench.formats.cirr import (
     generated_caption_name,
     read_generated_cirr_records,
@@ -83,6 +83,8 @@ IMAGE_INFO = "image_info_unlabeled2017.json"
 #: The template SEARLE (by the CIRCO authors) encodes a CIRCO query with; "$" is the
 #: reference's pseudo-word. The shared concept is not part of it.
 QUERY_TEMPLATE = "a photo of {reference} that {caption}"
+#: Images of the COCO 2017 unlabeled set, CIRCO's gallery.
+COCO_UNLABELED_IMAGES = 123_403
 _FILE_NAME = re.compile(r"(\d{12})\.jpg")
 
 
@@ -436,6 +438,33 @@ class CircoFormat(DatasetFormat):
     #: the synthetic CIRCO gallery holds one-object images: the pool's FashionIQ-style kind
     synthetic_pool_kind = "fashioniq"
     reference_folders = ("CIRCO", "circo")
+    #: COCO 2017: long side 640, mostly 4:3 / 3:2 landscape, a quarter portrait
+    image_sizes = ImageSizes((640, 640), ((0.7, 1.33, 1.5), (0.25, 0.66, 0.75), (0.05, 0.9, 1.1)))
+    gallery_size = COCO_UNLABELED_IMAGES
+
+    def named_images(self, root: Path) -> dict[str, Path]:
+        """The references and ground truths of both splits (the gallery is the COCO
+        folder, not named by the annotations)."""
+        image_dir = coco_root(root) / IMAGE_FOLDER
+        names: dict[str, Path] = {}
+        for split in self.splits:
+            data = self.load_split(root, split, images=False, strict=False)
+            for q in data.queries:
+                for name in (q.reference, *q.targets):
+                    names[name] = image_dir / image_file_name(int(name))
+        return names
+
+    def gallery_fillers(self, root: Path, named: Mapping[str, Path], count: int) -> dict[str, Path]:
+        """``count`` COCO ids not in ``named``, the smallest free ones from 1 up (real
+        unlabeled ids run to about 581k), as ``<id:012d>.jpg`` in the image folder."""
+        image_dir = coco_root(root) / IMAGE_FOLDER
+        out: dict[str, Path] = {}
+        img_id = 0
+        while len(out) < count:
+            img_id += 1
+            if str(img_id) not in named:
+                out[str(img_id)] = image_dir / image_file_name(img_id)
+        return out
 
     def load_split(
         self,

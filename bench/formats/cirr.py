@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import DataFormatError
-from bench.formats.base import DatasetFormat, EvalOptions, SplitFiles, register_format
+from bench.formats.base import DatasetFormat, EvalOptions, ImageSizes, SplitFiles, register_format
 from bench.formats.generated import load_records, record_field, write_records
 from bench.formats.records import CIRSplit, GeneratedTriplet, Query
 from bench.formats.validation import (
@@ -419,6 +419,12 @@ class CirrFormat(DatasetFormat):
     report_columns = ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Rmean")
     synthetic_pool_kind = "cirr"
     reference_folders = ("cirr_dataset", "cirr", "CIRR")
+    #: NLVR2's web photos: mostly landscape, of varied sizes
+    image_sizes = ImageSizes((300, 1200), ((0.7, 1.2, 1.8), (0.2, 0.9, 1.1), (0.1, 0.6, 0.8)))
+
+    def annotation_folder(self, root: Path) -> Path:
+        """``cirr_dataset/cirr/``: captions and image splits beside the image folders."""
+        return root / "cirr"
 
     def load_split(
         self,

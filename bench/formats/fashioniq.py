@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import DataFormatError
-from bench.formats.base import DatasetFormat, EvalOptions, SplitFiles, register_format
+from bench.formats.base import DatasetFormat, EvalOptions, ImageSizes, SplitFiles, register_format
 from bench.formats.generated import load_records, record_field, write_records
 from bench.formats.records import CIRSplit, GeneratedTriplet, Query
 from bench.formats.validation import (
@@ -278,6 +278,8 @@ class FashionIQFormat(DatasetFormat):
     )
     synthetic_pool_kind = "fashioniq"
     reference_folders = ("fashionIQ_dataset", "fashioniq", "FashionIQ")
+    #: product photos: mostly portrait, many more elongated than TargetPad's 1.25
+    image_sizes = ImageSizes((300, 1000), ((0.6, 0.55, 0.85), (0.3, 0.9, 1.1), (0.1, 1.2, 1.6)))
 
     def load_split(
         self,
@@ -310,10 +312,12 @@ class FashionIQFormat(DatasetFormat):
 
     def training_text(self, captions: tuple[str, ...], rng: random.Random) -> str:
         """One of CLIP4Cir's four variants at random: "c1 and c2", "c2 and c1", "c1", "c2"."""
+        return self.training_texts(captions)[rng.randrange(4)]
+
+    def training_texts(self, captions: tuple[str, ...]) -> tuple[str, ...]:
         first, second = captions
-        variant = rng.randrange(4)
-        chosen = [(first, second), (second, first), (first,), (second,)][variant]
-        return fashioniq_query_text(chosen)
+        variants = [(first, second), (second, first), (first,), (second,)]
+        return tuple(fashioniq_query_text(v) for v in variants)
 
     def eval_text(self, captions: tuple[str, ...]) -> str:
         """CLIP4Cir's "C1 and c2"."""

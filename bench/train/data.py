@@ -8,6 +8,7 @@ and the evaluation split(s) with the format's readers, and returns the human tri
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,30 @@ def training_text(triplet: TrainTriplet, fmt: DatasetFormat, rng: random.Random)
     if triplet.generated:
         return triplet.captions[rng.randrange(len(triplet.captions))]
     return fmt.training_text(triplet.captions, rng)
+
+
+#: (pool row of a reference image, a training text): a query state's key.
+Pair = tuple[int, str]
+
+
+def training_texts(triplet: TrainTriplet, fmt: DatasetFormat) -> tuple[str, ...]:
+    """Every text :func:`training_text` may draw for a triplet."""
+    return triplet.captions if triplet.generated else fmt.training_texts(triplet.captions)
+
+
+def state_pairs(
+    triplets: Iterable[TrainTriplet],
+    fmt: DatasetFormat,
+    index: Mapping[str, int],
+    same_as: Mapping[str, str],
+) -> list[Pair]:
+    """Every (pool row of the reference, text) pair an epoch may draw, sorted."""
+    pairs = {
+        (index[same_as.get(t.reference, t.reference)], text)
+        for t in triplets
+        for text in training_texts(t, fmt)
+    }
+    return sorted(pairs)
 
 
 def eval_options(spec: DatasetSpec) -> EvalOptions:

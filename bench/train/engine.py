@@ -50,15 +50,14 @@ from bench.core.locks import exclusive
 from bench.core.runtime import select_device
 from bench.evaluation.evaluate import evaluate_run
 from bench.formats import get_format
-from bench.spn.modifiers import PlannedPhase, modifier_phase
 from bench.stats import PER_QUERY_FILE, RunQueryValues
 from bench.tracking import TrackedRun
+from bench.train.budget import plan_phases
 from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save_main
 from bench.train.data import eval_options, extra_eval_options
 from bench.train.loop import PhaseTraining, StepHook, train_epoch
 from bench.train.session import Session, build_session, run_dir_for
 from bench.train.stage1 import finished_import, import_stage1, stage1_tags
-from methods.base import CIRMethod
 
 #: Called after each evaluated epoch with (phase name, global epoch, val metrics).
 EpochHook = Callable[[str, int, dict[str, float]], None]
@@ -76,13 +75,6 @@ class TrainOptions:
     on_epoch: EpochHook | None = None
     parent_run_id: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
-
-
-def plan_phases(spec: ExperimentSpec, method: CIRMethod) -> list[PlannedPhase]:
-    """The phases a spec trains, each with its settings (see the module docstring)."""
-    if spec.is_stage1:
-        return [PlannedPhase(p, spec.train.phase(p.name)) for p in method.phases]
-    return [modifier_phase(spec, method)]
 
 
 def select_value(metrics: dict[str, float], spec: ExperimentSpec) -> float:

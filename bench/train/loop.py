@@ -4,7 +4,9 @@ A phase freezes every parameter group it does not train; when no image-side grou
 image representations come from the feature cache (memory-mapped; float16 in the bank
 stage with ``spn.negatives.half_bank``) and training runs on cached features. An in-batch
 step runs the method's own ``training_loss`` over the (global) batch; a bank step scores
-each query against the static bank (:mod:`bench.spn.negatives`). Under ``torchrun``
+each query against the static bank (:mod:`bench.spn.negatives`); a method that declares a
+query state (SPRC) reads it from the cache (:mod:`bench.train.query_states`) instead of the
+reference representations. Under ``torchrun``
 (:mod:`bench.core.distributed`) the batch is sharded, features all-gathered for in-batch
 objectives, and gradients summed across ranks.
 
@@ -29,9 +31,10 @@ from bench.core import distributed
 from bench.core.errors import CirbenchError
 from bench.core.optim import build_optimizer, build_schedule
 from bench.core.runtime import autocast, grad_scaler
-from bench.evaluation.encode import Encoded, encode_cached
+from bench.evaluation.encode import Encoded, encode_cached, gather_rows
 from bench.images.transforms import to_model_input
 from bench.train.data import training_text
+from bench.train.query_states import QueryStates, query_states
 from bench.train.session import Session
 from methods.base import CIRMethod, Phase, TrainBatch
 
@@ -128,6 +131,9 @@ class EpochData:
     tgt_rows: np.ndarray
     encoded: Encoded | None
     negatives_rng: torch.Generator
+    #: the bank stage's cached query states and each triplet's row (methods that declare one)
+    states: QueryStates | None = None
+    state_rows: np.ndarray | None = None
 
 
 def training_features(session: Session, frozen: bool, bank: bool) -> Encoded | None:
@@ -149,6 +155,7 @@ def training_features(session: Session, frozen: bool, bank: bool) -> Encoded | N
         session.spec.eval.batch_size,
         session.cache,
         dtype="float16" if half else "float32",
+        targets_only=bank and session.method.query_state_array() is not None,
     )
     if session.features_in_ram:
         return encoded.in_ram()
@@ -173,13 +180,22 @@ def _epoch_data(session: Session, run: PhaseTraining, epoch: int) -> EpochData:
     encoded = training_features(session, run.frozen, bank)
     if bank and encoded is None:
         raise CirbenchError(f"{run.phase.name}: the bank objective needs a frozen image side")
+    ref_rows = session.rows([t.reference for t in triplets])
+    states = state_rows = None
+    if bank and session.method.query_state_array() is not None:
+        negatives = session.spec.spn.negatives
+        half = negatives is not None and negatives.half_bank
+        states = query_states(session, "float16" if half else "float32")
+        state_rows = states.rows_of(ref_rows, texts)
     return EpochData(
         order,
         texts,
-        session.rows([t.reference for t in triplets]),
+        ref_rows,
         session.rows([t.target for t in triplets]),
         encoded,
         torch.Generator().manual_seed(seed + 1),
+        states,
+        state_rows,
     )
 
 
@@ -233,8 +249,12 @@ def _bank_step(
         return None, 0
     tokens = method.tokenize([data.texts[i] for i in idx]).to(device)
     with autocast(device):
-        ref = encoded.reference_rows(data.ref_rows[idx], device)
-        query = method.encode_query(ref, tokens)
+        if data.states is not None and data.state_rows is not None:  # cached query states
+            state = gather_rows(data.states.states, data.state_rows[idx], device)
+            query = method.encode_query_from_state(state, tokens)
+        else:
+            ref = encoded.reference_rows(data.ref_rows[idx], device)
+            query = method.encode_query(ref, tokens)
         positives = torch.from_numpy(data.tgt_rows[idx]).to(device)
         # the bank: every training image's target vector, L2-normalised (memory-mapped)
         loss = run.objective(query.float(), encoded.target, positives, data.negatives_rng)

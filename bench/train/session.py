@@ -22,7 +22,8 @@ from bench.images.pixels import load_pixels
 from bench.images.transforms import TargetPadTransform
 from bench.spn.modifiers import active_modifiers
 from bench.spn.positives.modifier import epoch_triplets
-from bench.train.data import ExperimentData, load_experiment_data
+from bench.train.budget import cache_plan, check_plan
+from bench.train.data import ExperimentData, load_experiment_data, state_pairs
 from methods import create_method
 from methods.base import CIRMethod
 
@@ -69,7 +70,11 @@ class Session:
 
 
 def _split_images(
-    cache: ArrayCache, split: CIRSplit, transform: TargetPadTransform, progress: bool
+    cache: ArrayCache,
+    split: CIRSplit,
+    transform: TargetPadTransform,
+    progress: bool,
+    workers: int,
 ) -> SplitImages:
     pixels = load_pixels(
         cache,
@@ -78,6 +83,7 @@ def _split_images(
         transform,
         progress=progress,
         desc=f"{split.name} images",
+        workers=workers,
     )
     key = digest(image_list_digest(split.gallery, split.image_paths), transform.describe())
     return SplitImages(split, pixels, key)
@@ -110,11 +116,20 @@ def build_session(
     generated = [t for triplets, _ in extras for t in triplets]
     pool_names, paths, same_as = training_pool(spec, data, generated, extras, progress)
     transform = backbone.transform
+    pairs = 0
+    if spec.spn.negatives is not None and method.query_state_array() is not None:
+        triplets = ([] if spec.spn.zero_shot else data.train) + generated
+        index = {n: i for i, n in enumerate(pool_names)}
+        pairs = len(state_pairs(triplets, data.format, index, same_as))
+    pool = (pool_names, paths)
+    plan = cache_plan(spec, method, cache, pool, data.eval_splits, transform, pairs)
+    check_plan(plan, f"spec {spec.name}", progress=progress)
+    workers = spec.train.num_workers
     pool_pixels = load_pixels(
-        cache, pool_names, paths, transform, progress=progress, desc="train images"
+        cache, pool_names, paths, transform, progress=progress, desc="train images", workers=workers
     )
     pool_key = digest(image_list_digest(pool_names, paths), transform.describe())
-    eval_images = [_split_images(cache, s, transform, progress) for s in data.eval_splits]
+    eval_images = [_split_images(cache, s, transform, progress, workers) for s in data.eval_splits]
     return Session(
         spec,
         device,
