@@ -22,8 +22,22 @@ def select_device(name: str = "auto") -> torch.device:
     return distributed.device(name)
 
 
+#: cores this process may use when it is one of several workers (``set_core_share``)
+_core_share: int | None = None
+
+
+def set_core_share(cores: int) -> None:
+    """Declare this process one worker of a pool, entitled to ``cores`` cores: its torch
+    threads and its default image-decoding workers (``train.num_workers: 0``) follow."""
+    global _core_share
+    _core_share = max(1, int(cores))
+    torch.set_num_threads(_core_share)
+
+
 def default_workers() -> int:
-    """The machine's cores available to this process."""
+    """The machine's cores available to this process (its share, in a worker pool)."""
+    if _core_share is not None:
+        return _core_share
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -18,13 +18,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from bench.backbones.resolve import resolve_weights
 from bench.config import ExperimentSpec
 from bench.core.atomic import write_json_atomic
 from bench.core.errors import CirbenchError
+from bench.core.runtime import set_core_share
 from bench.runner.parents import parent_run, tag_shared_run
 from bench.runner.suites import Point, SuiteRun
 from bench.tracking.store import client, default_tracking_uri
@@ -199,5 +199,6 @@ WORKER_THREADS = 1
 
 
 def limit_threads(threads: int) -> None:
-    """Torch threads of a worker process (its share of the machine's cores)."""
-    torch.set_num_threads(threads)
+    """Torch threads and default image workers of a worker process (its share of the
+    machine's cores: a point in a pool of grid workers does not start a decoder per core)."""
+    set_core_share(threads)
