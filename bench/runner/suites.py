@@ -60,7 +60,13 @@ class StudySpec(Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
     composition: str = "N"
     pruner: Literal["median", "none"] = "median"
+    #: TPE (random for its first 10 trials) or random search; each trial's sampler is
+    #: seeded from ``sampler_seed`` and the trial's slot (:func:`bench.runner.study.sampler_for`)
+    sampler: Literal["tpe", "random"] = "tpe"
     sampler_seed: int = 0
+    #: anchor values always measured (``bank``: the whole bank, also implied by
+    #: ``high: bank``); a study that ends without one of them is an error
+    enqueue: tuple[int | Literal["bank"], ...] = ()
 
 
 class ReportSpec(Strict):
