@@ -1,14 +1,26 @@
-"""What every spec model shares: strict validation, one error message format, YAML reading."""
+"""What every spec model shares: strict validation, one error message format, YAML reading.
+
+Specs are read with :class:`SpecLoader`: YAML 1.1 as PyYAML reads it, except that a key
+given twice in one mapping is an error (naming the key and both lines) and ``1e-4`` is
+the float YAML 1.2 makes of it (PyYAML would read a string). :func:`validate_strict`
+validates with strict types: no ``true`` for a number, no ``1.5`` for an int, no string
+(``'1e-4'``) for a number; an int is a float, a list a tuple.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bench.core.errors import CirbenchError
+from bench.core.errors import CirbenchError, DataFormatError
+from bench.core.reading import read_text
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class SpecError(CirbenchError, ValueError):
@@ -33,11 +45,55 @@ def validation_problems(exc: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
+class SpecLoader(yaml.SafeLoader):
+    """The YAML loader of specs (see the module docstring)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:  # its own keys (a ``<<`` merge may be overridden)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (lines {seen[key]} and {line}); "
+                    "the first would be silently replaced",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text read with :class:`SpecLoader` (``yaml.YAMLError`` on a problem)."""
+    return yaml.load(text, Loader=SpecLoader)
+
+
 def read_yaml(path: Path) -> Any:
     """A YAML file's content, or a :class:`SpecError` naming the file."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found") from None
+        text = read_text(path)
+    except DataFormatError as exc:
+        raise SpecError(str(exc)) from None
+    try:
+        return load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: malformed YAML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: YAML nested too deeply") from None
+
+
+def validate_strict(model: type[M], data: Any) -> M:
+    """``model`` validated from ``data`` with strict types (see the module docstring);
+    ``pydantic.ValidationError`` on a problem."""
+    return model.model_validate_json(json.dumps(data, default=str), strict=True)

@@ -38,8 +38,10 @@ from bench.config import (
     read_yaml,
     validation_problems,
 )
+from bench.config.base import validate_strict
 from bench.config.bases import method_base, methods_with_bases
 from bench.config.paths import SUITES_DIR
+from bench.core.errors import UnknownNameError
 from bench.formats import format_names, get_format
 from bench.runner.profiles import Profile, get_profile
 from bench.runner.recipes import composition_spn
@@ -145,10 +147,10 @@ def list_suites() -> list[str]:
 def load_suite(name: str) -> SuiteSpec:
     path = suite_file(name)
     if not path.is_file():
-        raise SpecError(f"{path}: suite not found; known suites: {', '.join(list_suites())}")
+        raise UnknownNameError("suite", name, list_suites())
     data = read_yaml(path)
     try:
-        suite = SuiteSpec.model_validate(data)
+        suite = validate_strict(SuiteSpec, data)
     except ValidationError as exc:
         raise SpecError(f"{path}: {'; '.join(validation_problems(exc))}") from None
     if suite.kind == "study" and suite.study is None:

@@ -56,6 +56,7 @@ from bench.tracking import TrackedRun
 from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save_main
 from bench.train.data import eval_options, extra_eval_options
 from bench.train.loop import PhaseTraining, StepHook, train_epoch
+from bench.train.preflight import preflight
 from bench.train.session import Session, build_session, run_dir_for
 from bench.train.stage1 import finished_import, import_stage1, stage1_tags
 from methods.base import CIRMethod
@@ -113,6 +114,7 @@ def train(
     study's pruning hook); ``parent_run_id`` nests the MLflow run (and that of an
     implicitly trained stage 1) under a suite's run, ``tags`` are added to both.
     """
+    preflight(spec, spec.name)  # the whole spec before any work
     options = TrainOptions(
         resume, restart, progress, on_step, tracking, on_epoch, parent_run_id, dict(tags or {})
     )
