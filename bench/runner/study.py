@@ -42,6 +42,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.core.atomic import process_alive
+from bench.core.faults import reached
 from bench.runner.grid import SweepError, SweepResult, limit_threads, run_point
 from bench.runner.parents import parent_run
 from bench.runner.storage import open_storage, safe_url, storage_url, study_lock, study_name_for
@@ -200,6 +201,7 @@ def _run_trial(ctx: StudyContext, trial: Any, value: int, prune: bool = True) ->
 
     run, spec = ctx.run, ctx.run.suite.study
     assert spec is not None
+    reached("study.trial")
     values, run_ids = [], []
     for index, seed in enumerate(run.seeds):
         point = Point(run.methods[0], run.suite.datasets[0], spec.composition, seed)

@@ -39,7 +39,11 @@ def check_names(spec: ExperimentSpec) -> None:
 def preflight(spec: ExperimentSpec, source: str = "<spec>") -> None:
     """Every check of the module docstring; :class:`SpecError` (or
     :class:`UnknownNameError`) naming ``source`` and the dotted key."""
-    check_names(spec)
+    try:
+        check_names(spec)
+    except UnknownNameError as exc:
+        key = "method.name" if exc.kind == "method" else "backbone.arch"
+        raise SpecError(f"{source}: {key}: {exc}") from None
     method = get_method_class(spec.method.name)
     try:
         validate_strict(method.Params, spec.method.params)
