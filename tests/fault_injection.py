@@ -135,8 +135,52 @@ def _result(home: Path, seed: int) -> dict[str, Any]:
     return {"metrics": result["metrics"], "losses": [h["loss"] for h in result["history"]]}
 
 
+def kill_chain(
+    home: Path,
+    args: list[str],
+    points: list[str],
+    kills: int,
+    rng: random.Random,
+    resumable: bool = True,
+) -> tuple[list[str], bool]:
+    """Run ``args`` in ``home`` killed ``kills`` times, then to the end; returns the
+    points killed at (``NAME:N`` as the killed process reached them) and whether every
+    kill landed (a process that finishes first ends the chain early).
+
+    Each kill comes at the ``k``-th progress point of its process, ``k`` drawn from what
+    the reference run (``points``) leaves after the earlier kills (counted at half:
+    a resume redoes its interrupted epoch). ``resumable``: the command takes ``--resume``
+    (``cirbench train``; a sweep always resumes)."""
+    done, landed = 0, []
+    record = home / "kill-points.log"
+    for _ in range(kills):
+        remaining = max(2, len(points) - done)
+        k = rng.randint(1, remaining - 1)
+        record.unlink(missing_ok=True)
+        status = cirbench(
+            home,
+            [*args, *(_resume(home, rng) if resumable else [])],
+            CIRBENCH_FAULT_KILL=f"*:{k}",
+            CIRBENCH_FAULT_RECORD=str(record),
+        )
+        if status == 0:
+            return landed, False
+        seen = record.read_text().split()
+        landed.append(f"{seen[-1]}:{seen.count(seen[-1])}")
+        done += k // 2
+    assert cirbench(home, [*args, *(_resume(home, rng) if resumable else [])]) == 0
+    return landed, True
+
+
+def _resume(home: Path, rng: random.Random) -> list[str]:
+    """``--resume`` for ``cirbench train`` once a run folder holds a resume record (before
+    that, a rerun without it is allowed, and tried half the time)."""
+    started = (home / "runs").is_dir() and any((home / "runs").glob("*/last.pt"))
+    return ["--resume"] if started or rng.random() < 0.5 else []
+
+
 def train_campaign(
-    reference_home: Path, kill_home: Path, kills: int, seed: int = 0, max_chains: int = 6
+    reference_home: Path, kill_home: Path, kills: int, seed: int = 0, max_chains: int = 4
 ) -> Campaign:
     """Kill ``cirbench train`` ``kills`` times over chains of one tiny spec per seed."""
     rng = random.Random(seed)
@@ -153,20 +197,13 @@ def train_campaign(
         points = recorded(reference_home, ["train", name, "--quiet"])
         reference = _result(reference_home, chain)
         share_data(reference_home, kill_home)
-        while True:
-            point = draw(points, rng)
-            started = (kill_home / "runs").is_dir() and any((kill_home / "runs").glob("*/last.pt"))
-            # a rerun without --resume is allowed (and tried) until the first epoch is saved
-            resume = ["--resume"] if started or rng.random() < 0.5 else []
-            args = ["train", name, "--quiet", *resume]
-            status = cirbench(kill_home, args, CIRBENCH_FAULT_KILL=point)
-            if status == 0:
-                campaign.missed += 1
-                break
-            campaign.kills.append(f"train:{point}")
+        wanted = kills - len(campaign.kills)
+        landed, complete = kill_chain(kill_home, ["train", name, "--quiet"], points, wanted, rng)
+        campaign.kills += [f"train:{p}" for p in landed]
+        campaign.missed += not complete
         assert _result(kill_home, chain) == reference, f"chain {chain}: results differ"
         statuses = check_bookkeeping(kill_home, "cirbench-faults")
-        campaign.notes.append(f"chain {chain}: {dict(statuses)}")
+        campaign.notes.append(f"chain {chain}: {len(landed)} kills; runs {dict(statuses)}")
     leftovers = [p for p in kill_home.rglob("*.tmp") if p.is_file()]
     assert not leftovers, f"temporary files left: {leftovers}"
     return campaign
@@ -185,15 +222,10 @@ def sweep_campaign(
     points = recorded(reference_home, sweep)
     report_points = recorded(reference_home, report)
     share_data(reference_home, kill_home)
-    for _ in range(kills):
-        # half the kills at a trial start (trial 0: the whole-bank anchor, or a later one)
-        trial = [p for p in points if p == "study.trial"]
-        point = draw(trial, rng) if trial and rng.random() < 0.5 else draw(points, rng)
-        if cirbench(kill_home, sweep, CIRBENCH_FAULT_KILL=point) == 0:
-            campaign.missed += 1
-            break
-        campaign.kills.append(f"sweep:{point}")
-    if len(campaign.kills) == kills:
+    landed, complete = kill_chain(kill_home, sweep, points, kills, rng, resumable=False)
+    campaign.kills += [f"sweep:{p}" for p in landed]
+    campaign.missed += not complete
+    if not complete:
         assert cirbench(kill_home, sweep) == 0
     kill = draw(report_points, rng) if report_points else None
     if kill and cirbench(kill_home, report, CIRBENCH_FAULT_KILL=kill) != 0:

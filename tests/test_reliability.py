@@ -20,6 +20,7 @@ from bench.runner.study import (
     require_anchors,
 )
 from bench.runner.suites import StudySpec
+from tests.conftest import cirbench_home
 
 # ----------------------------------------------------------------------------- studies
 
@@ -109,3 +110,75 @@ def test_a_re_enqueued_anchor_runs_even_when_sampled_trials_filled_the_budget():
     study.tell(trial, 2.0)
     assert ask_trial(study, spec, 3, BANK - 1)[0] is None
     require_anchors(study, spec)
+
+
+# ----------------------------------------------------------------------------- MLflow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    yield from cirbench_home(tmp_path_factory)
+
+
+def test_a_dead_processs_run_is_ended_killed_and_a_resume_does_not_repeat_points(store):
+    import socket
+
+    from bench.cli import Terminated
+    from bench.tracking import TrackedRun, client, default_tracking_uri
+    from bench.tracking.store import PROCESS_TAG, RUN_DIR_TAG, end_dead_runs
+
+    tags = {"cirbench.spec_digest": "d1", PROCESS_TAG: f"{socket.gethostname()}:999999999"}
+    dead = TrackedRun("rel", "dead", params={"a": 1}, tags={**tags, RUN_DIR_TAG: "/elsewhere"})
+    dead.__enter__()  # its process "dies": never exited
+    alive = TrackedRun("rel", "alive", params={}, tags={**tags, PROCESS_TAG: "otherhost:1"})
+    alive.__enter__()
+    ended = end_dead_runs("rel", "d1", "/mine")
+    mlflow = client(default_tracking_uri())
+    assert ended == [dead.run_id]
+    assert mlflow.get_run(dead.run_id).info.status == "KILLED"
+    assert mlflow.get_run(alive.run_id).info.status == "RUNNING"  # another host's: kept
+    # the run folder's lock is held by the caller: any RUNNING run of it is dead
+    assert end_dead_runs("rel", "d1", "/mine", keep=dead.run_id) == []
+    alive_dir = TrackedRun("rel", "x", params={}, tags={**tags, RUN_DIR_TAG: "/mine"})
+    alive_dir.__enter__()
+    assert end_dead_runs("rel", "d1", "/mine") == [alive_dir.run_id]
+    alive.__exit__(None, None, None)
+
+    # a resumed run replaces the points it already holds; SIGTERM ends a run KILLED
+    with TrackedRun("rel", "r", params={}) as first:
+        first.log_metrics({"val.Rmean": 1.5}, step=1)
+    with pytest.raises(Terminated), TrackedRun("rel", "r", params={}, run_id=first.run_id) as run:
+        run.log_metrics({"val.Rmean": 1.5, "train.loss": 0.5}, step=1)
+        run.log_metrics({"val.Rmean": 2.5}, step=2)
+        raise Terminated("signal 15")
+    history = mlflow.get_metric_history(first.run_id, "val.Rmean")
+    assert sorted((m.step, m.value) for m in history) == [(1, 1.5), (2, 2.5)]
+    assert mlflow.get_run(first.run_id).info.status == "KILLED"
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def test_the_one_reader_names_the_file_for_every_os_error(tmp_path, monkeypatch):
+    from bench.core.errors import DataFormatError
+    from bench.core.reading import read_json
+
+    (tmp_path / "ok.json").write_text('{"a": [1, 2]}')
+    assert read_json(tmp_path / "ok.json") == {"a": [1, 2]}
+    (tmp_path / "loop.json").symlink_to("loop.json")
+    (tmp_path / "deep.json").write_text("[" * 40 + "]" * 40)
+    (tmp_path / "big.json").write_text("[" + " " * 3000 + "]")
+    for name, says in [
+        ("missing.json", "not found"),
+        ("loop.json", "symlink loop"),
+        ("deep.json", "40 levels deep"),
+        (".", "is a directory"),
+    ]:
+        with pytest.raises(DataFormatError, match=says) as caught:
+            read_json(tmp_path / name)
+        assert caught.value.file == str(tmp_path / name)
+    with pytest.raises(DataFormatError, match="limit"):
+        read_json(tmp_path / "big.json", limit=1000)
+    monkeypatch.setenv("CIRBENCH_MAX_FILE_MB", "0.001")
+    with pytest.raises(DataFormatError, match="CIRBENCH_MAX_FILE_MB"):
+        read_json(tmp_path / "big.json")

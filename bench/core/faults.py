@@ -6,7 +6,8 @@ step, a checkpoint or JSON file written but not yet renamed into place, a study 
 started, a report staged). Without the variables below it does nothing but one dict
 look-up. ``CIRBENCH_FAULT_RECORD=FILE`` appends each point's name to ``FILE``, one a line;
 ``CIRBENCH_FAULT_KILL=NAME:N`` kills this process with SIGKILL (no clean-up, as a crash or
-the OOM killer does) the ``N``-th time it reaches ``NAME``.
+the OOM killer does) the ``N``-th time it reaches ``NAME`` (``*:N``: the ``N``-th point of
+any name).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def reached(name: str) -> None:
     if record is None and kill is None:
         return
     _counts[name] += 1
+    _counts["*"] += 1
     if record:
         with open(record, "a", encoding="utf-8") as handle:
             handle.write(name + "\n")
