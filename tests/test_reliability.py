@@ -182,3 +182,22 @@ def test_the_one_reader_names_the_file_for_every_os_error(tmp_path, monkeypatch)
     monkeypatch.setenv("CIRBENCH_MAX_FILE_MB", "0.001")
     with pytest.raises(DataFormatError, match="CIRBENCH_MAX_FILE_MB"):
         read_json(tmp_path / "big.json")
+
+
+# ----------------------------------------------------------------------------- fault points
+
+
+@pytest.mark.parametrize(
+    ("kill", "status", "seen"), [("*:3", -9, 3), ("b:2", -9, 4), ("c:1", 0, 10)]
+)
+def test_fault_points_record_and_kill(tmp_path, kill, status, seen):
+    import os
+    import subprocess
+    import sys
+
+    record = tmp_path / "points.log"
+    code = "from bench.core.faults import reached\nfor i in range(5):\n reached('a'); reached('b')"
+    env = {**os.environ, "CIRBENCH_FAULT_KILL": kill, "CIRBENCH_FAULT_RECORD": str(record)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, check=False)
+    assert proc.returncode == status
+    assert len(record.read_text().split()) == seen

@@ -34,5 +34,5 @@ def reached(name: str) -> None:
             handle.write(name + "\n")
     if kill:
         target, _, count = kill.rpartition(":")
-        if target == name and _counts[name] == int(count):
+        if target in (name, "*") and _counts[target] == int(count):
             os.kill(os.getpid(), signal.SIGKILL)
