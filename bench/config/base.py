@@ -4,18 +4,20 @@ Specs are read with :class:`SpecLoader`: YAML 1.1 as PyYAML reads it, except tha
 given twice in one mapping is an error (naming the key and both lines) and ``1e-4`` is
 the float YAML 1.2 makes of it (PyYAML would read a string). :func:`validate_strict`
 validates with strict types: no ``true`` for a number, no ``1.5`` for an int, no string
-(``'1e-4'``) for a number; an int is a float, a list a tuple.
+(``'1e-4'``) for a number, in every nested block; an int is a float.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from bench.core.errors import CirbenchError, DataFormatError
 from bench.core.reading import read_text
@@ -94,6 +96,70 @@ def read_yaml(path: Path) -> Any:
 
 
 def validate_strict(model: type[M], data: Any) -> M:
-    """``model`` validated from ``data`` with strict types (see the module docstring);
-    ``pydantic.ValidationError`` on a problem."""
-    return model.model_validate_json(json.dumps(data, default=str), strict=True)
+    """``model`` validated from ``data`` with strict numbers (see the module docstring):
+    a ``bool`` or a string where the field takes numbers (and no string or bool) is an
+    error, anywhere in nested blocks; ``pydantic.ValidationError`` on a problem."""
+    errors: list[Any] = []
+    _strict_numbers(model, data, (), errors)
+    if errors:
+        raise ValidationError.from_exception_data(model.__name__, errors)
+    return model.model_validate(data)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a (possibly ``Optional`` / ``Annotated``) annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _members(a)]
+    return [annotation]
+
+
+def _check_value(annotation: Any, value: Any, loc: tuple[Any, ...], errors: list[Any]) -> None:
+    members = _members(annotation)
+    if any(m is Any for m in members):
+        return
+    numeric = any(m in (int, float) for m in members)
+    textual = any(
+        m is str
+        or (typing.get_origin(m) is Literal and any(isinstance(a, str) for a in m.__args__))
+        for m in members
+    )
+    takes_bool = any(m is bool for m in members)
+    if numeric and (
+        (isinstance(value, bool) and not takes_bool) or (isinstance(value, str) and not textual)
+    ):
+        kind = "a boolean" if isinstance(value, bool) else "a string"
+        errors.append(
+            {
+                "type": PydanticCustomError("strict_number", f"expected a number, got {kind}"),
+                "loc": loc,
+                "input": value,
+            }
+        )
+        return
+    for member in members:
+        origin = typing.get_origin(member)
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            _strict_numbers(member, value, loc, errors)
+        elif origin in (tuple, list) and isinstance(value, list | tuple):
+            args = [a for a in typing.get_args(member) if a is not Ellipsis]
+            for index, item in enumerate(value):
+                if args:
+                    _check_value(args[min(index, len(args) - 1)], item, (*loc, index), errors)
+        elif origin is dict and isinstance(value, dict):
+            item_type = typing.get_args(member)[1] if typing.get_args(member) else Any
+            for key, item in value.items():
+                _check_value(item_type, item, (*loc, key), errors)
+
+
+def _strict_numbers(
+    model: type[BaseModel], data: Any, loc: tuple[Any, ...], errors: list[Any]
+) -> None:
+    if not isinstance(data, dict):
+        return
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key in data:
+            _check_value(info.annotation, data[key], (*loc, key), errors)

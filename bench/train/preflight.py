@@ -7,7 +7,8 @@ in higher layers.
 * ``method.params`` validate against the method's own parameters (strict types);
 * every phase name (``train.phases.<name>``, ``spn.positives_train.phase``,
   ``spn.negatives.phase``) is one of the method's phases;
-* ``spn.positives.captioner_options`` are options the captioner takes.
+* ``spn.positives.captioner_options`` name options the captioner takes (the pipeline may
+  supply the others).
 
 Names are checked first, so a misspelt method fails in a fraction of a second.
 """
@@ -64,7 +65,7 @@ def preflight(spec: ExperimentSpec, source: str = "<spec>") -> None:
     if positives is not None:
         captioner = CAPTIONERS[positives.captioner]
         try:
-            inspect.signature(captioner).bind(**positives.captioner_options)
+            inspect.signature(captioner).bind_partial(**positives.captioner_options)
         except TypeError as exc:
             takes = ", ".join(inspect.signature(captioner).parameters)
             raise SpecError(
