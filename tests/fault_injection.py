@@ -148,8 +148,9 @@ def kill_chain(
     kill landed (a process that finishes first ends the chain early).
 
     Each kill comes at the ``k``-th progress point of its process, ``k`` drawn from what
-    the reference run (``points``) leaves after the earlier kills (counted at half:
-    a resume redoes its interrupted epoch). ``resumable``: the command takes ``--resume``
+    the reference run (``points``) leaves after the earlier kills (a resume skips what
+    was saved and redoes its interrupted epoch, so this is an estimate; a process that
+    finishes first ends the chain). ``resumable``: the command takes ``--resume``
     (``cirbench train``; a sweep always resumes)."""
     done, landed = 0, []
     record = home / "kill-points.log"
@@ -167,7 +168,7 @@ def kill_chain(
             return landed, False
         seen = record.read_text().split()
         landed.append(f"{seen[-1]}:{seen.count(seen[-1])}")
-        done += k // 2
+        done += k
     assert cirbench(home, [*args, *(_resume(home, rng) if resumable else [])]) == 0
     return landed, True
 
@@ -180,7 +181,7 @@ def _resume(home: Path, rng: random.Random) -> list[str]:
 
 
 def train_campaign(
-    reference_home: Path, kill_home: Path, kills: int, seed: int = 0, max_chains: int = 4
+    reference_home: Path, kill_home: Path, kills: int, seed: int = 0, max_chains: int = 8
 ) -> Campaign:
     """Kill ``cirbench train`` ``kills`` times over chains of one tiny spec per seed."""
     rng = random.Random(seed)
