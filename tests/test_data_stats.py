@@ -23,7 +23,11 @@ def test_stats_real_fashioniq(shared_data, capsys):
     dress_val = stats["splits"]["dress"]["val"]
     assert (dress_val["queries"], dress_val["images"]) == (2017, 3817)
     assert stats["splits"]["shirt"]["test"]["images"] == 6346
-    assert stats["warnings"] == 4  # files holding the 16 empty captions
+    # the files holding the 16 empty captions; the dress and shirt test files repeat 6
+    # queries each (same candidate and captions, no target)
+    assert stats["warnings"] == 4 + 2
+    shirt_test = stats["splits"]["shirt"]["test"]["findings"]
+    assert sorted(f["count"] for f in shirt_test) == [1, 6]
 
 
 def test_stats_real_cirr(shared_data, capsys):
@@ -32,13 +36,12 @@ def test_stats_real_cirr(shared_data, capsys):
     )
     assert code == 0
     assert (stats["splits"]["val"]["queries"], stats["splits"]["val"]["images"]) == (4181, 2297)
-    assert stats["splits"]["train"] == {
-        "queries": None,  # the train captions are not among the shared files
-        "images": 16939,
-        "errors": 0,
-        "warnings": 0,
-        "findings": [],
-    }
+    train = stats["splits"]["train"]
+    assert (train["queries"], train["images"], train["errors"]) == (None, 16939, 0)
+    # the train captions are not among the shared files: a warning, not an error
+    [absent] = train["findings"]
+    assert absent["severity"] == "warning" and "caption file not found" in absent["message"]
+    assert stats["splits"]["test1"]["warnings"] == 2  # a blank caption, 4 repeated queries
 
 
 def test_stats_reports_missing_images_and_strict_exit(shared_data, capsys):

@@ -95,8 +95,12 @@ def test_suite_errors_name_the_file_and_field(tmp_path):
     bad.write_text("suite: bad\ntitle: t\ndatasets: [fashioniq]\ncompositions: [Q]\n")
     with pytest.raises(SpecError, match=r"bad.yaml: compositions: .*unknown compositions \['Q'\]"):
         load_suite(str(bad))
-    with pytest.raises(SpecError, match="suite not found"):
-        load_suite("no_such_suite")
+    from bench.core.errors import UnknownNameError
+
+    with pytest.raises(
+        UnknownNameError, match=r"unknown suite 'bank_sise' \(did you mean 'bank_size'"
+    ):
+        load_suite("bank_sise")
 
 
 def test_suite_overrides_reach_only_the_modifier_they_name():

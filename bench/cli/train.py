@@ -14,9 +14,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bench.config import load_spec
     from bench.core import distributed
     from bench.train.engine import train
+    from bench.train.preflight import preflight
 
-    for path in args.spec:  # under torchrun every rank trains, rank 0 reports
-        spec = load_spec(path, overrides=args.set)
+    specs = [load_spec(path, overrides=args.set) for path in args.spec]
+    for path, spec in zip(args.spec, specs, strict=True):  # every spec before any work
+        preflight(spec, str(path))
+    for path, spec in zip(args.spec, specs, strict=True):
+        # under torchrun every rank trains, rank 0 reports
         result = train(spec, resume=args.resume, restart=args.restart, progress=not args.quiet)
         if not distributed.is_main():
             continue

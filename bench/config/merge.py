@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from bench.config.base import SpecError
+from bench.config.base import SpecError, load_yaml_text
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str], source: str) -> 
         if not sep or not key.strip():
             raise SpecError(f"{source}: override {item!r} is not of the form key.sub=value")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml_text(raw)
         except yaml.YAMLError as exc:
             raise SpecError(f"{source}: override {item!r}: cannot parse value: {exc}") from None
         node = tree

@@ -16,11 +16,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bench.config.base import SpecError, Strict, read_yaml, validation_problems
+from bench.config.base import SpecError, Strict, read_yaml, validate_strict, validation_problems
 from bench.config.bases import fill_from_recipe
 from bench.config.merge import apply_overrides, flatten
 from bench.config.spn import SPNSpec
 from bench.config.train import TrainSpec
+from bench.core.errors import unknown_name_message
 from bench.formats import get_format
 
 #: ``dataset.root`` value that selects the embedded synthetic benchmark.
@@ -39,7 +40,9 @@ class DatasetSpec(Strict):
     root: str = SYNTHETIC
     synthetic_size: Literal["tiny", "small", "default"] = "default"
     synthetic_seed: int = 0
-    categories: tuple[Literal["dress", "shirt", "toptee"], ...] = ("dress", "shirt", "toptee")
+    categories: tuple[Literal["dress", "shirt", "toptee"], ...] = Field(
+        default=("dress", "shirt", "toptee"), min_length=1
+    )
     train_split: str = "train"
     eval_split: str = "val"
     protocol: Literal["full_gallery", "drop_reference", "triplet_gallery"] = "full_gallery"
@@ -199,10 +202,19 @@ def parse_spec(
         raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     data = fill_from_recipe(apply_overrides(data, overrides or [], source))
     try:
-        return ExperimentSpec.model_validate(data)
+        spec = validate_strict(ExperimentSpec, data)
     except ValidationError as exc:
         problems = "\n".join(f"  {line}" for line in validation_problems(exc))
         raise SpecError(f"{source}: invalid experiment spec\n{problems}") from None
+    metric = spec.eval.select_metric
+    if metric is not None:
+        fmt = get_format(spec.dataset.format)
+        names = list(fmt.metric_names(spec.dataset.categories))
+        names += [f"{p}.{n}" for p in spec.dataset.also_protocols for n in names]
+        if metric not in names:
+            message = unknown_name_message(f"{fmt.title} metric", metric, names)
+            raise SpecError(f"{source}: eval.select_metric: {message}")
+    return spec
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:

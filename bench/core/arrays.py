@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.atomic import atomic_path, temporary_path, write_json_atomic
+from bench.core.atomic import (
+    atomic_path,
+    remove_stale_temporaries,
+    temporary_path,
+    write_json_atomic,
+)
+from bench.core.faults import reached
 from bench.core.locks import exclusive
 
 
@@ -67,6 +73,8 @@ class ArrayCache:
             self.stats.seconds_saved += float(info.get("seconds", 0.0))
             self.stats.events.append({"kind": kind, "key": key, "hit": True})
             return np.load(path, mmap_mode="r")
+        remove_stale_temporaries(path.parent)  # leftovers of killed writers
+        reached("cache.fill")
         start = time.perf_counter()
         array = np.ascontiguousarray(compute())
         seconds = time.perf_counter() - start
@@ -112,6 +120,8 @@ class ArrayCache:
             return out
         start = time.perf_counter()
         paths[0].parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(paths[0].parent)  # leftovers of killed writers
+        reached("cache.fill")
         tmps = [temporary_path(p) for p in paths]
         try:
             _write_blocks(kind, keys, tmps, fill(), rows, dtype)

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.core.faults import reached
+
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 
@@ -36,6 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:  # on disk before it replaces the old file
             os.fsync(handle.fileno())
+        reached(f"write{path.suffix}")  # written, not yet in place (fault injection)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -170,6 +170,14 @@ class DatasetFormat(ABC):
         return captions[0]
 
     # ------------------------------------------------------------------ metrics
+    def metric_names(self, categories: Sequence[str] = ()) -> tuple[str, ...]:
+        """The metric keys an evaluation of ``categories`` (all: empty) reports: the
+        report columns without those of other categories."""
+        others = [c for c in self.categories if categories and c not in categories]
+        return tuple(
+            n for n in self.report_columns if not any(n.startswith(f"{c}_") for c in others)
+        )
+
     def protocol_name(self, options: EvalOptions) -> str:
         """The name of the scoring protocol ``options`` select, as the published tables'
         ``protocol`` column spells it (one protocol: ``standard``)."""

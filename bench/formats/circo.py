@@ -210,6 +210,11 @@ def _read_image_info(log: FindingLog, path: Path, image_dir: Path) -> dict[str, 
         if not ok:
             continue
         name = image_name(entry["id"])
+        file_name = entry["file_name"]
+        if os.path.isabs(file_name) or ".." in Path(file_name).parts:
+            message = f"image path {file_name!r:.80} leaves the image folder {image_dir}"
+            log.error(path, message, record=index, field="images.file_name")
+            continue
         if name in paths:
             log.error(path, f"duplicate image id {entry['id']}", record=index, field="images.id")
             continue

@@ -32,7 +32,6 @@ official layout does not allow). Images of an out-of-domain pool are placed in
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,11 +40,14 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import DataFormatError
+from bench.core.reading import read_json
 from bench.formats.base import DatasetFormat, EvalOptions, ImageSizes, SplitFiles, register_format
 from bench.formats.generated import load_records, record_field, write_records
 from bench.formats.records import CIRSplit, GeneratedTriplet, Query
 from bench.formats.validation import (
+    DuplicateQueries,
     FindingLog,
+    blank_text_warning,
     check_field,
     check_images_on_disk,
     iter_records,
@@ -131,12 +133,23 @@ def _read_split_mapping(log: FindingLog, path: Path, image_root: Path) -> dict[s
     if not isinstance(mapping, dict):
         log.error(path, f"expected a JSON object name -> path, got {type(mapping).__name__}")
         return {}
+    if not mapping:
+        log.error(path, "the file lists no images (an empty object)")
     paths: dict[str, Path] = {}
+    base = os.path.normpath(image_root)
     for name, relative in mapping.items():
         if not isinstance(relative, str) or not relative:
             log.error(path, f"expected a relative image path, got {relative!r:.60}", record=name)
             continue
-        paths[name] = Path(os.path.normpath(image_root / relative))
+        resolved = os.path.normpath(os.path.join(base, relative))
+        if os.path.isabs(relative) or os.path.commonpath([base, resolved]) != base:
+            log.error(
+                path,
+                f"image path {relative!r:.80} leaves the dataset root {base}",
+                record=name,
+            )
+            continue
+        paths[name] = Path(resolved)
     return paths
 
 
@@ -159,6 +172,8 @@ class _QueryChecker:
         self.gallery = gallery
         self.missing_images = missing_images
         self.seen_pairids: set[int] = set()
+        self.duplicates = DuplicateQueries(log, path)
+        self.blank: list[int] = []
         self.soft_disagrees = 0
         self.skipped_for_images = 0
 
@@ -212,19 +227,30 @@ class _QueryChecker:
             message = f"image {name!r} is not in {self.split_name}"
             log.error(path, message, record=index, field=field)
             return None
-        if reference not in members:
-            log.error(
-                path,
-                f"reference {reference!r} is not among the img_set members",
-                record=index,
-                field="img_set.members",
-            )
-            return None
+        for role, name in (("reference", reference), ("target_hard", target)):
+            if name is not None and name not in members:
+                log.error(
+                    path,
+                    f"{role} {name!r} is not among the img_set members",
+                    record=index,
+                    field="img_set.members",
+                )
+                return None
         soft = record.get("target_soft")
         if soft is not None and not all(
-            isinstance(k, str) and isinstance(v, int | float) for k, v in soft.items()
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in soft.items()
         ):
             log.error(path, "expected name -> number", record=index, field="target_soft")
+            return None
+        outside = [k for k in soft or {} if k not in self.gallery]
+        if outside:
+            message = f"soft target {outside[0]!r} is not in {self.split_name}"
+            log.error(path, message, record=index, field="target_soft")
+            return None
+        if not record["caption"].strip():
+            self.blank.append(index)
+        if self.duplicates.seen(index, reference, target, (record["caption"],)):
             return None
         if soft is not None and soft.get(target) != 1.0:
             self.soft_disagrees += 1
@@ -244,6 +270,8 @@ class _QueryChecker:
 
     def summarize(self) -> None:
         """Log what the checks counted over the file as warnings."""
+        blank_text_warning(self.log, self.path, self.blank, "caption")
+        self.duplicates.summarize()
         if self.soft_disagrees:
             self.log.warning(
                 self.path,
@@ -288,10 +316,7 @@ def _official_max(captions_dir: Path) -> tuple[int, int]:
         path = captions_dir / f"cap.rc2.{split}.json"
         if not path.is_file():
             continue
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise DataFormatError(path, f"not valid JSON ({exc})") from None
+        records = read_json(path)
         for record in records if isinstance(records, list) else []:
             if isinstance(record, dict):
                 if isinstance(record.get("pairid"), int):
@@ -396,7 +421,7 @@ def read_generated_cirr_records(
         splits_dir / generated_split_name(name),
     ):
         if split_path.is_file():
-            mapping = json.loads(split_path.read_text(encoding="utf-8"))
+            mapping = read_json(split_path)
             if not isinstance(mapping, dict):
                 raise DataFormatError(split_path, "expected a JSON object name -> path")
             for image, relative in mapping.items():
@@ -444,7 +469,7 @@ class CirrFormat(DatasetFormat):
         path = split_file(root, "train")
         if not path.is_file():
             return {}
-        return {n: root / p for n, p in json.loads(path.read_text(encoding="utf-8")).items()}
+        return {n: root / p for n, p in read_json(path).items()}
 
     def protocol_name(self, options: EvalOptions) -> str:
         return f"{options.targets}_targets"  # the reference always removed

@@ -30,7 +30,6 @@ reads them as a split of their own (``load_fashioniq_split(root, cat, "extend_<n
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -40,11 +39,14 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import DataFormatError
+from bench.core.reading import read_json
 from bench.formats.base import DatasetFormat, EvalOptions, ImageSizes, SplitFiles, register_format
 from bench.formats.generated import load_records, record_field, write_records
 from bench.formats.records import CIRSplit, GeneratedTriplet, Query
 from bench.formats.validation import (
+    DuplicateQueries,
     FindingLog,
+    blank_text_warning,
     check_field,
     check_images_on_disk,
     iter_records,
@@ -147,6 +149,8 @@ def _read_gallery(log: FindingLog, path: Path) -> list[str]:
     if not isinstance(names, list):
         log.error(path, f"expected a JSON list of image names, got {type(names).__name__}")
         return []
+    if not names:
+        log.error(path, "the file lists no images (an empty list)")
     gallery: list[str] = []
     seen: set[str] = set()
     for index, name in enumerate(names):
@@ -170,7 +174,8 @@ def _read_queries(
 ) -> list[Query]:
     needs_target = split != "test"
     queries: list[Query] = []
-    empty_captions = 0
+    blank: list[int] = []
+    duplicates = DuplicateQueries(log, path)
     skipped_for_images = 0
     for index, record in iter_records(log, path):
         ok = check_field(log, path, index, record, "candidate", str)
@@ -187,7 +192,8 @@ def _read_queries(
                 field="captions",
             )
             continue
-        empty_captions += sum(1 for c in captions if not c.strip())
+        if any(not c.strip() for c in captions):
+            blank.append(index)
         reference, target = record["candidate"], record.get("target")
         bad_ref = False
         for field, name in (("candidate", reference), ("target", target)):
@@ -199,7 +205,7 @@ def _read_queries(
                     field=field,
                 )
                 bad_ref = True
-        if bad_ref:
+        if bad_ref or duplicates.seen(index, reference, target, tuple(captions)):
             continue
         if reference in missing_images or target in missing_images:
             skipped_for_images += 1
@@ -213,13 +219,8 @@ def _read_queries(
                 captions=(captions[0], captions[1]),
             )
         )
-    if empty_captions:
-        log.warning(
-            path,
-            f"{empty_captions} empty caption strings (known FashionIQ quirk; kept)",
-            field="captions",
-            count=empty_captions,
-        )
+    blank_text_warning(log, path, blank, "captions")
+    duplicates.summarize()
     if skipped_for_images:
         log.warning(
             path,
@@ -306,7 +307,7 @@ class FashionIQFormat(DatasetFormat):
         for category in CATEGORIES:
             path = split_file(root, category, "train")
             if path.is_file():
-                for n in json.loads(path.read_text(encoding="utf-8")):
+                for n in read_json(path):
                     names[n] = root / "images" / n
         return names
 

@@ -12,7 +12,6 @@ every image a generated set uses is on disk. Every file is written atomically.
 from __future__ import annotations
 
 import filecmp
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 
 from bench.core.atomic import atomic_path, write_json_atomic
 from bench.core.errors import DataFormatError
+from bench.core.reading import read_json
 from bench.formats.base import get_format
 from bench.formats.records import GeneratedTriplet
 
@@ -69,10 +69,7 @@ def read_provenance(root: str | Path, format: str, name: str) -> dict[str, Any] 
     path = provenance_path(root, format, name)
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DataFormatError(path, f"not valid JSON ({exc})") from None
+    data = read_json(path)
     return data if isinstance(data, dict) else None
 
 
@@ -140,12 +137,7 @@ def read_generated(
 
 def load_records(path: Path) -> list[Any]:
     """The JSON list of records of a generated caption file."""
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataFormatError(path, "generated caption file not found") from None
-    except ValueError as exc:
-        raise DataFormatError(path, f"not valid JSON ({exc})") from None
+    records = read_json(path)
     if not isinstance(records, list):
         raise DataFormatError(
             path, f"expected a JSON list of records, got {type(records).__name__}"

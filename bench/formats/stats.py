@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.formats.base import get_format
-from bench.formats.records import CIRSplit
+from bench.formats.base import SplitFiles, get_format
+from bench.formats.records import CIRSplit, Finding
 
 
 def _split_entry(split: CIRSplit, captions_present: bool) -> dict[str, Any]:
@@ -52,6 +52,7 @@ def dataset_stats(
         data = dataset.load_split(root, files.split, files.group, images=images, strict=False)
         if not captions:
             data.findings = [f for f in data.findings if f.file != str(files.captions)]
+            data.findings.append(_missing_captions(dataset.train_split, files))
         entry = _split_entry(data, captions)
         if per_split is not None and images and data.image_paths:
             entry.update(per_split(data))
@@ -81,7 +82,20 @@ def dataset_stats(
 
 
 def _present(path: Path) -> bool:
-    return path.is_file()
+    """Whether ``path`` is there at all (a folder or a broken link in its place is read,
+    so that the reader names the problem)."""
+    return path.exists() or path.is_symlink()
+
+
+def _missing_captions(train_split: str | None, files: SplitFiles) -> Finding:
+    """A split with an image list but no caption file: a warning for the training split
+    (its captions are a separate download, absent from the shared annotations), an error
+    for an evaluation split."""
+    if files.split == train_split:
+        message = "caption file not found: the split's images are listed but not queried"
+        return Finding(str(files.captions), message, None, None, 1, "warning")
+    message = "caption file not found (the split's image list is there): no queries to score"
+    return Finding(str(files.captions), message, None, None, 1, "error")
 
 
 def _entries(stats: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.core.errors import DataFormatError
+from bench.core.reading import read_json
 from bench.formats.records import Finding
 
 #: How many example names a "missing images" finding quotes.
@@ -47,31 +47,19 @@ class FindingLog:
         self.findings.append(Finding(str(file), message, record, field, count, "warning"))
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file; a missing file or malformed JSON raises an error naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(path, "file not found") from None
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(path, f"not UTF-8 text: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(
-            path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-
-
 def read_json_logged(log: FindingLog, path: Path) -> Any | None:
-    """:func:`read_json`, but a lenient log records the problem and gets ``None`` back."""
+    """:func:`~bench.core.reading.read_json`, but a lenient log records the problem and
+    gets ``None`` back (a file holding ``null`` is an error too: nothing in it)."""
     try:
-        return read_json(path)
+        value = read_json(path)
     except DataFormatError as exc:
         if log.strict:
             raise
         log.error(exc.file, exc.detail)
         return None
+    if value is None:
+        log.error(path, "the file holds null, expected its records")
+    return value
 
 
 def iter_records(log: FindingLog, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -84,11 +72,66 @@ def iter_records(log: FindingLog, path: Path) -> Iterator[tuple[int, dict[str, A
     if not isinstance(records, list):
         log.error(path, f"expected a JSON list of records, got {type(records).__name__}")
         return
+    if not records:
+        log.error(path, "the file holds no records (an empty list)")
+        return
     for index, record in enumerate(records):
         if isinstance(record, dict):
             yield index, record
         else:
             log.error(path, f"expected an object, got {type(record).__name__}", record=index)
+
+
+class DuplicateQueries:
+    """Queries that repeat an earlier one of their file (same reference, target and
+    texts): an error where the split has targets (a query scored twice), a warning where
+    it has none (the official FashionIQ test files repeat 12 queries, CIRR test1 4)."""
+
+    def __init__(self, log: FindingLog, path: Path) -> None:
+        self.log = log
+        self.path = path
+        self.first: dict[tuple[Any, ...], int] = {}
+        self.untargeted: list[int] = []
+
+    def seen(self, index: int, reference: str, target: str | None, texts: tuple[str, ...]) -> bool:
+        """Whether record ``index`` repeats an earlier query (an error logged if so)."""
+        key = (reference, target, texts)
+        if key not in self.first:
+            self.first[key] = index
+            return False
+        if target is not None:
+            self.log.error(
+                self.path,
+                f"repeats record {self.first[key]} (same reference, target and text)",
+                record=index,
+            )
+            return True
+        self.untargeted.append(index)
+        return False
+
+    def summarize(self) -> None:
+        if self.untargeted:
+            shown = ", ".join(map(str, self.untargeted[:EXAMPLES_SHOWN]))
+            self.log.warning(
+                self.path,
+                f"{len(self.untargeted)} queries repeat an earlier one (records {shown}; "
+                "known quirk of the official test files; kept)",
+                count=len(self.untargeted),
+            )
+
+
+def blank_text_warning(log: FindingLog, path: Path, records: list[int], field: str) -> None:
+    """One warning for the records whose query text is empty or blank (a known quirk of
+    the official files: 16 FashionIQ captions, one CIRR test1 caption)."""
+    if records:
+        shown = ", ".join(map(str, records[:EXAMPLES_SHOWN]))
+        log.warning(
+            path,
+            f"{len(records)} empty or blank captions (records {shown}; known quirk of the "
+            "official files; kept)",
+            field=field,
+            count=len(records),
+        )
 
 
 def type_name(value: object) -> str:

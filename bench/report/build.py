@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.core.atomic import write_text_atomic
+from bench.core.atomic import process_alive, write_text_atomic
 from bench.core.errors import CirbenchError
+from bench.core.faults import reached
 from bench.report.calibration import calibration_tables
 from bench.report.collect import TrackedPoint, collect_points, study_points
 from bench.report.paper import paper_table
@@ -54,6 +56,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     final = out / run.suite.suite
     staging = out / f".{run.suite.suite}.tmp-{os.getpid()}"
+    _remove_stale_folders(out, run.suite.suite)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -182,8 +185,19 @@ def _swap_in(staging: Path, final: Path) -> None:
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
         final.rename(old)
+    reached("report.swap")
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_folders(out: Path, suite: str) -> None:
+    """Staging and old folders (``.<suite>.tmp-<pid>``, ``.<suite>.old-<pid>``) of killed
+    report writers (the report itself is rebuilt from the tracked runs)."""
+    pattern = re.compile(rf"^\.{re.escape(suite)}\.(?:tmp|old)-(\d+)$")
+    for entry in out.iterdir():
+        match = pattern.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def write_top_index(out: Path) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from bench.config import SpecError
 from bench.core import distributed
+from bench.core.errors import UnknownNameError
 from bench.report import build_report
+from bench.runner.dryrun import study_points
 from bench.runner.calibration import run_calibration
 from bench.runner.grid import SweepError, SweepResult, run_grid
 from bench.runner.reproduce import reproduce
@@ -20,6 +22,8 @@ from bench.runner.suites import (
     load_suite,
     suite_file,
 )
+from bench.train.preflight import preflight
+from methods import list_methods
 
 log_prefix = "[cirbench sweep]"
 
@@ -57,6 +61,7 @@ def sweep(
             f"suite {suite_name} starts from released checkpoints: run it with `cirbench "
             "reproduce --data-root DIR --checkpoints DIR` (or `cirbench ablate --checkpoints DIR`)"
         )
+    check_suite(run)
     if run.suite.kind == "calibration":
         return run_calibration(run, storage=storage, n_trials=n_trials, progress=progress)
     if run.suite.kind == "study":
@@ -64,6 +69,17 @@ def sweep(
             run, storage=storage, workers=workers, n_trials=n_trials, progress=progress
         )
     return run_grid(run, workers=workers, progress=progress)
+
+
+def check_suite(run: SuiteRun) -> None:
+    """Every point's whole spec before any work (:func:`bench.train.preflight.preflight`):
+    the suite's methods first, then each resolved spec."""
+    for method in run.methods:
+        if method not in list_methods():
+            raise UnknownNameError("method", method, list_methods())
+    points = run.points() if run.suite.study is None else study_points(run)
+    for point in points:
+        preflight(run.spec(point), f"suite {run.suite.suite}, point {point.label()}")
 
 
 #: The suites ``cirbench ablate`` (``nox -s ablate``) runs, in order.

@@ -8,7 +8,9 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from bench.config import SpecError, Strict, read_yaml, validation_problems
+from bench.config.base import validate_strict
 from bench.config.paths import PROFILES_FILE
+from bench.core.errors import UnknownNameError
 
 
 class Profile(Strict):
@@ -33,7 +35,7 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
     out: dict[str, Profile] = {}
     for name, block in data.items():
         try:
-            out[name] = Profile.model_validate({"name": name, **(block or {})})
+            out[name] = validate_strict(Profile, {"name": name, **(block or {})})
         except ValidationError as exc:
             problems = "; ".join(validation_problems(exc))
             raise SpecError(f"{path}: profile {name!r}: {problems}") from None
@@ -43,5 +45,5 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
 def get_profile(name: str) -> Profile:
     profiles = load_profiles()
     if name not in profiles:
-        raise SpecError(f"{PROFILES_FILE}: no profile {name!r}; known: {', '.join(profiles)}")
+        raise UnknownNameError(f"profile (in {PROFILES_FILE})", name, list(profiles))
     return profiles[name]

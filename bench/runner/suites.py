@@ -38,8 +38,10 @@ from bench.config import (
     read_yaml,
     validation_problems,
 )
+from bench.config.base import validate_strict
 from bench.config.bases import method_base, methods_with_bases
 from bench.config.paths import SUITES_DIR
+from bench.core.errors import UnknownNameError
 from bench.formats import format_names, get_format
 from bench.runner.profiles import Profile, get_profile
 from bench.runner.recipes import composition_spn
@@ -60,7 +62,13 @@ class StudySpec(Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
     composition: str = "N"
     pruner: Literal["median", "none"] = "median"
+    #: TPE (random for its first 10 trials) or random search; each trial's sampler is
+    #: seeded from ``sampler_seed`` and the trial's slot (:func:`bench.runner.study.sampler_for`)
+    sampler: Literal["tpe", "random"] = "tpe"
     sampler_seed: int = 0
+    #: anchor values always measured (``bank``: the whole bank, also implied by
+    #: ``high: bank``); a study that ends without one of them is an error
+    enqueue: tuple[int | Literal["bank"], ...] = ()
 
 
 class SearchRange(Strict):
@@ -193,10 +201,10 @@ def list_suites() -> list[str]:
 def load_suite(name: str) -> SuiteSpec:
     path = suite_file(name)
     if not path.is_file():
-        raise SpecError(f"{path}: suite not found; known suites: {', '.join(list_suites())}")
+        raise UnknownNameError("suite", name, list_suites())
     data = read_yaml(path)
     try:
-        suite = SuiteSpec.model_validate(data)
+        suite = validate_strict(SuiteSpec, data)
     except ValidationError as exc:
         raise SpecError(f"{path}: {'; '.join(validation_problems(exc))}") from None
     if suite.kind == "study" and suite.study is None:

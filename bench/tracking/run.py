@@ -2,8 +2,12 @@
 
 It talks to the store through an ``MlflowClient`` (it does not become the
 ``mlflow.active_run()`` of the fluent API). The run ends FINISHED, FAILED (tag
-``cirbench.error`` + artifact ``error.txt``) or KILLED (``KeyboardInterrupt``). Under
-``torchrun`` only rank 0 logs (:func:`~bench.tracking.tags.is_main_process`).
+``cirbench.error`` + artifact ``error.txt``) or KILLED (``KeyboardInterrupt``; the CLI
+turns SIGTERM into one). Under ``torchrun`` only rank 0 logs
+(:func:`~bench.tracking.tags.is_main_process`). A resumed run replaces rather than repeats
+the metric points it logged before the interruption: a point at a (key, step) the run
+already holds is not logged again (a resume redoes an epoch bit for bit; a differing value
+is logged beside the old one, with a warning).
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class TrackedRun:
         self._client: Any = None
         self._token: contextvars.Token[tuple[TrackedRun, ...]] | None = None
         self._previous_uri: str | None = None
+        #: (metric key, step) -> value of what a resumed run had logged
+        self._logged: dict[tuple[str, int], float] = {}
 
     @property
     def run_id(self) -> str | None:
@@ -165,6 +171,9 @@ class TrackedRun:
                 "resumed run %s: params changed since it started: %s", run.info.run_id, changed
             )
         self.params = {k: v for k, v in self.params.items() if metric_key(k) not in logged}
+        for key in run.data.metrics:
+            history = with_lock_retry(self._client.get_metric_history, run.info.run_id, key)
+            self._logged.update({(key, m.step): m.value for m in history})
         self._run_id = run.info.run_id
         self._set_tags_now(run_tags(self.tags))
         return self._run_id
@@ -248,7 +257,19 @@ class TrackedRun:
                 number = float(value)
             except (TypeError, ValueError):
                 raise TypeError(f"metric {name!r}: {value!r} is not a number") from None
-            items.append(Metric(metric_key(name), number, now, int(step or 0)))
+            point = (metric_key(name), int(step or 0))
+            if point in self._logged:
+                if self._logged[point] == number:
+                    continue  # logged before the interruption: replaced, not repeated
+                log.warning(
+                    "resumed run %s: %s at step %d was %r, now %r",
+                    self._run_id,
+                    point[0],
+                    point[1],
+                    self._logged[point],
+                    number,
+                )
+            items.append(Metric(point[0], number, now, point[1]))
         for batch in batches(items, MAX_METRICS_PER_BATCH):
             with_lock_retry(self._client.log_batch, self._run_id, metrics=batch)
 

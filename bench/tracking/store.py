@@ -40,12 +40,14 @@ import os
 import posixpath
 import random
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from bench.core.atomic import process_alive
 from bench.core.errors import CirbenchError
 from bench.core.locks import exclusive
 
@@ -268,3 +270,48 @@ def find_runs(
 
 
 # --------------------------------------------------------------------------- tags
+
+
+#: Tag of a run: the ``host:pid`` of the process that (last) ran it.
+PROCESS_TAG = "cirbench.process"
+#: Tag of a run: the run folder it trains (locked while a process trains it).
+RUN_DIR_TAG = "cirbench.run_dir"
+
+
+def this_process() -> str:
+    """``host:pid`` of this process (the value of :data:`PROCESS_TAG`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_dead(value: str) -> bool:
+    host, _, pid = value.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+
+
+def end_dead_runs(
+    experiment: str,
+    spec_digest: str,
+    run_dir: str,
+    *,
+    keep: str | None = None,
+    tracking_uri: str | None = None,
+) -> list[str]:
+    """End KILLED every RUNNING run of ``experiment`` with this spec digest (other than
+    ``keep``) whose process is dead: it trains ``run_dir``, whose lock the caller holds,
+    or its process (:data:`PROCESS_TAG`) is gone from this host. Returns their ids; each
+    gets the tag ``cirbench.ended_by``."""
+    uri = tracking_uri or default_tracking_uri()
+    mlflow_client = client(uri)
+    ended = []
+    query = f"tags.`cirbench.spec_digest` = '{spec_digest}' and attributes.status = 'RUNNING'"
+    for run in find_runs(experiment, query, uri):
+        tags = run.data.tags
+        if run.info.run_id == keep:
+            continue
+        if tags.get(RUN_DIR_TAG) != run_dir and not _process_dead(tags.get(PROCESS_TAG, "")):
+            continue
+        note = f"{this_process()}: its process died; a new run of the spec started"
+        with_lock_retry(mlflow_client.set_tag, run.info.run_id, "cirbench.ended_by", note)
+        with_lock_retry(mlflow_client.set_terminated, run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+    return ended

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from bench.config import ExperimentSpec
 from bench.config.spec import SPEC_SCHEMA
 from bench.core import distributed
-from bench.core.atomic import write_json_atomic, write_text_atomic
+from bench.core.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from bench.core.checkpoints import (
     load_checkpoint_file,
     restore_resume_record,
@@ -52,10 +52,12 @@ from bench.evaluation.evaluate import evaluate_run
 from bench.formats import get_format
 from bench.stats import PER_QUERY_FILE, RunQueryValues
 from bench.tracking import TrackedRun
+from bench.tracking.store import PROCESS_TAG, RUN_DIR_TAG, end_dead_runs, this_process
 from bench.train.budget import plan_phases
 from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save_main
 from bench.train.data import eval_options, extra_eval_options
 from bench.train.loop import PhaseTraining, StepHook, train_epoch
+from bench.train.preflight import preflight
 from bench.train.session import Session, build_session, run_dir_for
 from bench.train.stage1 import finished_import, import_stage1, stage1_tags
 
@@ -105,6 +107,7 @@ def train(
     study's pruning hook); ``parent_run_id`` nests the MLflow run (and that of an
     implicitly trained stage 1) under a suite's run, ``tags`` are added to both.
     """
+    preflight(spec, spec.name)  # the whole spec before any work
     options = TrainOptions(
         resume, restart, progress, on_step, tracking, on_epoch, parent_run_id, dict(tags or {})
     )
@@ -197,6 +200,7 @@ def _start(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) -> RunSta
     init_from = _stage1_checkpoint(spec, options)
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
+        remove_stale_temporaries(run_dir)  # a killed writer's checkpoint halves
         write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
     last = run_dir / "last.pt"
     checkpoint = load_checkpoint_file(last) if options.resume and last.exists() else None
@@ -227,6 +231,8 @@ def _run_tags(spec: ExperimentSpec, start: RunStart, extra: dict[str, Any]) -> d
         "cirbench.composition": spec.spn.composition.name,
         "cirbench.dataset": spec.dataset.format,
         "cirbench.seed": spec.seed,
+        PROCESS_TAG: this_process(),
+        RUN_DIR_TAG: str(run_dir_for(spec)),
         **extra,
     }
     if start.init_from is not None:
@@ -251,6 +257,10 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
     session, state = start.session, start.state
     composition = spec.spn.composition.name
     began = time.perf_counter()
+    if options.tracking and distributed.is_main():
+        # runs of this spec left RUNNING by a killed process (this one holds the folder's
+        # lock, so no live process trains it), with or without --resume
+        end_dead_runs(spec.experiment, spec.digest(), str(run_dir), keep=state.mlflow_run_id)
     with TrackedRun(
         spec.experiment,
         spec.name if composition == "none" else f"{spec.name}[{composition}]",

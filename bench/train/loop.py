@@ -29,6 +29,7 @@ from tqdm import tqdm
 from bench.config import TrainSpec
 from bench.core import distributed
 from bench.core.errors import CirbenchError
+from bench.core.faults import reached
 from bench.core.optim import build_optimizer, build_schedule
 from bench.core.runtime import autocast, grad_scaler
 from bench.evaluation.encode import Encoded, encode_cached, gather_rows
@@ -224,6 +225,7 @@ def train_epoch(
             _check_finite(loss, run.phase, epoch, step)
         distributed.all_reduce_gradients(run.params)
         _optimizer_step(run)
+        reached("train.step")
         if loss is not None and counted:
             total += loss.item() * counted
             count += counted
