@@ -10,8 +10,8 @@ from bench.config import SpecError
 from bench.core import distributed
 from bench.core.errors import UnknownNameError
 from bench.report import build_report
-from bench.runner.dryrun import study_points
 from bench.runner.calibration import run_calibration
+from bench.runner.dryrun import study_points
 from bench.runner.grid import SweepError, SweepResult, run_grid
 from bench.runner.reproduce import reproduce
 from bench.runner.study import run_study
