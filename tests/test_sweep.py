@@ -351,13 +351,22 @@ def test_postgresql_storage_shared_by_two_workers(postgres_url):
 # ----------------------------------------------------------------------------- ablate
 
 
-def test_quick_ablate_writes_every_suite_report(tmp_path):
-    """`nox -s ablate -- --quick` in CI: every suite swept and reported (CLIP4CIR; the
-    other methods' compositions are covered by tests/test_spn.py)."""
-    from bench.runner.ablate import ABLATE_SUITES, ablate
+@pytest.fixture(scope="module")
+def quick_ablate(home, tmp_path_factory):
+    """`nox -s ablate -- --quick` in CI, once per module: every suite swept and reported
+    (CLIP4CIR; the other methods' compositions are covered by tests/test_spn.py)."""
+    from bench.runner.ablate import ablate
 
-    out = tmp_path / "reports"
-    seconds = ablate(profile=QUICK, methods=ONLY, storage=str(tmp_path / "j.log"), out=out)
+    tmp = tmp_path_factory.mktemp("ablate")
+    out = tmp / "reports"
+    seconds = ablate(profile=QUICK, methods=ONLY, storage=str(tmp / "j.log"), out=out)
+    return out, seconds, str(tmp / "j.log")
+
+
+def test_quick_ablate_writes_every_suite_report(quick_ablate):
+    from bench.runner.ablate import ABLATE_SUITES
+
+    out, seconds, _ = quick_ablate
     assert set(seconds) == {*ABLATE_SUITES, "total"}
     index = (out / "index.md").read_text()
     for suite in ABLATE_SUITES:
@@ -383,6 +392,70 @@ def test_quick_ablate_writes_every_suite_report(tmp_path):
     assert "Test-server submissions (test1)" in (out / "table3_cirr" / "index.md").read_text()
 
 
+def test_quick_ablate_publishes_every_report_and_names_runs_in_mlflow(quick_ablate):
+    """Through the MLflow client: each suite's parent run holds its report (tables as MLflow
+    tables and CSV, plots, index.md, the runs table), every run of the suite (shared ones
+    included) carries composition / method / dataset / swept value as params, and run
+    names are unique within a suite and carry the swept value."""
+    from bench.runner.ablate import ABLATE_SUITES
+    from bench.runner.parents import find_parent_run
+    from bench.runner.publish import suite_filter, view_key
+    from bench.tracking import client, default_tracking_uri
+    from bench.tracking.store import (
+        DESCRIPTION_TAG,
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        SHARED_VIEW_TAG,
+    )
+
+    out, _, storage = quick_ablate
+    store = client(default_tracking_uri())
+    experiment = store.get_experiment_by_name(quick_run("ablation_spn").experiment)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert "suite:<name>" in experiment.tags[DESCRIPTION_TAG]
+    swept = {"positives_count": "K", "bank_size": "neg_num"}
+    for suite in ABLATE_SUITES:
+        run = quick_run(suite)
+        run.storage = storage
+        parent = find_parent_run(run)
+        files = {f.path for f in store.list_artifacts(parent, "report")}
+        local = {p.name for p in (out / suite).iterdir() if p.is_file()}
+        tables = {n[:-4] for n in local if n.endswith(".csv")}
+        assert tables, suite
+        for name in tables:
+            assert {f"report/{name}.json", f"report/{name}.csv"} <= files, (suite, files)
+        assert {f"report/{n}" for n in local if n.endswith((".png", ".svg"))} <= files
+        assert {"report/index.md", "report/runs.json"} <= files
+        assert suite in store.get_run(parent).data.tags[DESCRIPTION_TAG]
+        view = json.loads(experiment_tags(store, experiment)[SHARED_VIEW_TAG + view_key(suite)])
+        assert "metrics.`final.Rmean`" in view["selectedColumns"]
+        runs = find_runs(run.experiment, suite_filter(suite))
+        assert runs, suite
+        names = [r.info.run_name for r in runs]
+        assert len(names) == len(set(names)), (suite, names)
+        for tracked in runs:
+            params = tracked.data.params
+            assert {"composition", "method", "dataset"} <= set(params), tracked.info.run_name
+            if suite in swept:
+                key = swept[suite]
+                assert f"{key}={params[key]}" in tracked.info.run_name
+    # optuna-dashboard: the objective is named, each trial links its MLflow run(s)
+    study = optuna.load_study(study_name="bank_size-quick", storage=_open(storage))
+    assert study.metric_names == ["Rmean"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert done and all(
+        t.user_attrs["mlflow_seed0"].startswith("http://127.0.0.1:5000/#/experiments/")
+        for t in done
+    )
+    # Table 2's points are ablation_spn's runs: listed under both suites
+    shared = find_runs(run.experiment, suite_filter("table2_fashioniq"))
+    assert all(r.data.tags.get("cirbench.in_suite.ablation_spn") == "true" for r in shared)
+
+
+def experiment_tags(store, experiment):
+    return store.get_experiment(experiment.experiment_id).tags
+
+
 def test_suite_groups_expand_in_order_without_repeats():
     from bench.runner.ablate import ABLATE_SUITES, DIAGNOSTIC_SUITES, expand_suite_names
 
@@ -391,3 +464,43 @@ def test_suite_groups_expand_in_order_without_repeats():
     assert both[: 1 + len(DIAGNOSTIC_SUITES)] == ("ablation_spn", *DIAGNOSTIC_SUITES)
     assert len(both) == len(set(both)) == len(ABLATE_SUITES) + len(DIAGNOSTIC_SUITES)
     assert set(DIAGNOSTIC_SUITES) <= set(list_suites())
+
+
+def test_mlflow_ui_in_a_real_browser_shows_runs_reports_and_the_compositions_view(
+    quick_ablate, tmp_path
+):
+    """Headless Chromium on the MLflow UI as `nox -s ui` starts it, after the quick ablate:
+    the experiment opens on its runs (not MLflow 3's GenAI traces), a suite's parent run
+    shows its table and plot artifacts, and the saved compositions view puts composition
+    and final.Rmean side by side. Screenshots: test-artifacts/mlflow-ui/."""
+    from bench.runner.parents import find_parent_run
+    from bench.runner.publish import view_key
+    from bench.tracking import client, default_tracking_uri
+    from tests.browser import browser_page, mlflow_ui, require_browser, screenshot
+
+    executable = require_browser()
+    run = quick_run("ablation_spn")
+    experiment = client(default_tracking_uri()).get_experiment_by_name(run.experiment)
+    parent = find_parent_run(run)
+    with (
+        mlflow_ui(default_tracking_uri(), tmp_path / "ui.log") as base,
+        browser_page(executable) as page,
+    ):
+        page.goto(f"{base}/#/experiments/{experiment.experiment_id}")
+        page.get_by_text("suite:ablation_spn").first.wait_for()
+        assert "/traces" not in page.url
+        screenshot(page, "experiment_runs")
+
+        page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{parent}/artifacts")
+        page.get_by_text("report", exact=True).first.click()
+        page.get_by_text("ablation_spn_fashioniq.json").first.wait_for()
+        page.get_by_text("ablation_spn_bars.png").first.click()
+        page.locator("img").first.wait_for()
+        screenshot(page, "parent_report_artifacts")
+
+        view = view_key("ablation_spn")
+        page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey={view}")
+        page.get_by_text("final.Rmean").first.wait_for()
+        page.get_by_text("composition").first.wait_for()
+        page.get_by_text("P+N").first.wait_for()
+        screenshot(page, "compositions_view")

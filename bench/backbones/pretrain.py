@@ -32,6 +32,7 @@ from bench.core.checkpoints import (
     restore_rng,
     save_resume_record,
 )
+from bench.core.console import announce
 from bench.core.hashing import digest
 from bench.core.locks import exclusive
 from bench.core.optim import build_optimizer, build_schedule
@@ -86,6 +87,12 @@ def ensure_synthetic_backbone(
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(out_dir.with_name(f".{out_dir.name}.lock")):  # one process pre-trains
         if not final.is_file():
+            if progress:
+                announce(
+                    f"pre-training the synthetic {arch} backbone ({config.epochs} epochs on "
+                    f"the {size} benchmark's image-text pairs)",
+                    f"its weights are absent; once, cached in {out_dir}",
+                )
             _pretrain(arch, names, paths, texts, config, out_dir, progress, tracking, key)
     return final
 

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError
 
 from bench.config import SpecError, Strict, read_yaml, validation_problems
 from bench.config.paths import PROFILES_FILE
+from bench.core.errors import UnknownNameError
 
 
 class Profile(Strict):
@@ -43,5 +44,5 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
 def get_profile(name: str) -> Profile:
     profiles = load_profiles()
     if name not in profiles:
-        raise SpecError(f"{PROFILES_FILE}: no profile {name!r}; known: {', '.join(profiles)}")
+        raise UnknownNameError("profile", name, list(profiles))
     return profiles[name]

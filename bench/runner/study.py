@@ -29,6 +29,7 @@ from bench.runner.grid import SweepError, SweepResult, limit_threads, run_point
 from bench.runner.parents import parent_run
 from bench.runner.storage import open_storage, safe_url, storage_url, study_lock, study_name_for
 from bench.runner.suites import Point, SuiteRun
+from bench.tracking.store import find_experiment_id, run_url
 from bench.train.session import build_session
 
 
@@ -98,6 +99,12 @@ def _study_worker(ctx: StudyContext, threads: int | None = None) -> int:
         ran += 1
 
 
+def mlflow_run_url(run: SuiteRun, run_id: str) -> str:
+    """The MLflow UI page of a trial's run (the UI of ``nox -s ui``)."""
+    experiment = find_experiment_id(run.experiment)
+    return run_url(experiment, run_id) if experiment else run_id
+
+
 def _run_trial(ctx: StudyContext, trial: Any, value: int) -> float:
     """Train every seed at ``value``; the objective is the mean over seeds."""
 
@@ -126,6 +133,8 @@ def _run_trial(ctx: StudyContext, trial: Any, value: int) -> float:
         values.append(outcome.metrics[spec.objective])
         run_ids.append(outcome.run_id)
         trial.set_user_attr(f"seed{seed}", outcome.metrics[spec.objective])
+        if outcome.run_id:  # optuna-dashboard shows user attributes: a link per seed
+            trial.set_user_attr(f"mlflow_seed{seed}", mlflow_run_url(run, outcome.run_id))
     trial.set_user_attr("mlflow_run_ids", run_ids)
     trial.set_user_attr("std", statistics.stdev(values) if len(values) > 1 else 0.0)
     return statistics.fmean(values)
@@ -167,6 +176,8 @@ def run_study(
             pruner=pruner,
             load_if_exists=True,
         )
+        if study.metric_names is None:  # optuna-dashboard's axis label ("Objective 0")
+            study.set_metric_names([spec.objective])
         if "bank_size" not in study.user_attrs:
             first = Point(run.methods[0], run.suite.datasets[0], spec.composition, run.seeds[0])
             bank = bank_size_of(run, first)

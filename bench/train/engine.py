@@ -50,6 +50,7 @@ from bench.evaluation.evaluate import evaluate_splits
 from bench.formats import get_format
 from bench.spn.modifiers import PlannedPhase, modifier_phase
 from bench.tracking import TrackedRun
+from bench.tracking.store import run_name
 from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save_main
 from bench.train.data import eval_options, extra_eval_options
 from bench.train.loop import PhaseTraining, StepHook, train_epoch
@@ -72,6 +73,7 @@ class TrainOptions:
     on_epoch: EpochHook | None = None
     parent_run_id: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    swept: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_phases(spec: ExperimentSpec, method: CIRMethod) -> list[PlannedPhase]:
@@ -100,6 +102,7 @@ def train(
     on_epoch: EpochHook | None = None,
     parent_run_id: str | None = None,
     tags: dict[str, Any] | None = None,
+    swept: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train and evaluate ``spec``; see the module docstring. Tracked in MLflow.
 
@@ -108,9 +111,20 @@ def train(
     ``on_epoch(phase, global_epoch, val_metrics)`` runs after each evaluated epoch (a
     study's pruning hook); ``parent_run_id`` nests the MLflow run (and that of an
     implicitly trained stage 1) under a suite's run, ``tags`` are added to both.
+    ``swept`` (short name -> value, e.g. ``{"K": 300}``: a suite's swept values) goes into
+    the run's name and params, beside the params ``composition``, ``method``, ``dataset``
+    that every run carries (axes of the UI's compare views).
     """
     options = TrainOptions(
-        resume, restart, progress, on_step, tracking, on_epoch, parent_run_id, dict(tags or {})
+        resume,
+        restart,
+        progress,
+        on_step,
+        tracking,
+        on_epoch,
+        parent_run_id,
+        dict(tags or {}),
+        dict(swept or {}),
     )
     run_dir = run_dir_for(spec)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +246,16 @@ def _run_tags(spec: ExperimentSpec, start: RunStart, extra: dict[str, Any]) -> d
     return tags
 
 
+def axis_params(spec: ExperimentSpec) -> dict[str, str]:
+    """The short params every training run carries (the UI's compare and chart views use
+    params, not tags, as axes)."""
+    return {
+        "composition": spec.spn.composition.name,
+        "method": spec.method.name,
+        "dataset": spec.dataset.format,
+    }
+
+
 def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) -> TrainResult:
     finished = _finished_or_fresh(run_dir, options)
     if finished is not None:
@@ -242,8 +266,8 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
     began = time.perf_counter()
     with TrackedRun(
         spec.experiment,
-        spec.name if composition == "none" else f"{spec.name}[{composition}]",
-        params=spec.flat(),
+        run_name(spec.name, composition, options.swept),
+        params={**spec.flat(), **axis_params(spec), **options.swept},
         tags=_run_tags(spec, start, options.tags),
         run_id=state.mlflow_run_id,
         enabled=options.tracking,
@@ -376,9 +400,10 @@ def _end_epoch(
         step=state.global_epoch,
     )
     if session.progress:
-        tqdm.write(
+        headline = get_format(spec.dataset.format).headline_metric
+        tqdm.write(  # one line per epoch, the same fields for every format
             f"[{phase.name} {epoch + 1}/{training.settings.epochs}] loss {loss:.4f} "
-            + " ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "_" not in k)
+            f"val {headline} {metrics.get(headline, float('nan')):.2f}"
         )
     value = select_value(metrics, spec)
     if value > state.best_value:
