@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from bench.core.errors import UnknownNameError
 from bench.report import build_report, tracked_runs_by_digest
 from bench.runner.ablate import sweep
 from bench.runner.profiles import get_profile
@@ -95,8 +96,10 @@ def test_suite_errors_name_the_file_and_field(tmp_path):
     bad.write_text("suite: bad\ntitle: t\ndatasets: [fashioniq]\ncompositions: [Q]\n")
     with pytest.raises(SpecError, match=r"bad.yaml: compositions: .*unknown compositions \['Q'\]"):
         load_suite(str(bad))
-    with pytest.raises(SpecError, match="suite not found"):
-        load_suite("no_such_suite")
+    with pytest.raises(SpecError, match="suite file not found"):
+        load_suite(str(tmp_path / "absent.yaml"))
+    with pytest.raises(UnknownNameError, match=r"unknown suite 'ablation_spm' \(did you mean"):
+        load_suite("ablation_spm")
 
 
 def test_suite_overrides_reach_only_the_modifier_they_name():
@@ -111,12 +114,11 @@ def test_suite_overrides_reach_only_the_modifier_they_name():
 
 
 def test_unknown_suite_name_fails_before_anything_runs(tmp_path, monkeypatch):
-    from bench.config import SpecError
     from bench.runner.ablate import ablate
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CIRBENCH_HOME", str(tmp_path))
-    with pytest.raises(SpecError, match=r"unknown suite 'no_such_suite'.*groups: paper: "):
+    with pytest.raises(UnknownNameError, match=r"unknown suite 'no_such_suite'.*diagnostics"):
         ablate(profile=QUICK, suites=("ablation_spn", "no_such_suite"), out=tmp_path / "r")
     assert list(tmp_path.iterdir()) == []  # no data, no runs, no MLflow store
 
@@ -222,7 +224,7 @@ def test_grid_plot_exists_and_is_not_empty(tmp_path):
         assert (tmp_path / "ablation_spn" / plot).stat().st_size > 5000
     text = (tmp_path / "ablation_spn" / "ablation_spn_fashioniq.md").read_text()
     for composition in ("none", "P", "N", "P+N"):
-        assert f"| clip4cir | {composition} |" in text
+        assert f"| CLIP4CIR | {composition} |" in text
 
 
 # ----------------------------------------------------------------------------- studies
@@ -381,6 +383,7 @@ def test_quick_ablate_writes_every_suite_report(quick_ablate):
     assert all(f"| {k} |" in k_table for k in (100, 300, 1000, 3000))
     zs_table = (out / "zero_shot" / "zero_shot_cirr.md").read_text()
     assert "| ZS+N |" in zs_table and "| ZS-ood+N |" in zs_table
+    assert "Δ" not in zs_table and "no Δ column" in zs_table  # no "none" row to subtract
     for plot in ("positives_count/positives_count_K.png", "zero_shot/zero_shot_bars.png"):
         assert (out / plot).stat().st_size > 5000
     # Table 3's points wrote their CIRR test1 files (both server metrics), listed in the report

@@ -16,6 +16,7 @@ from typing import Any
 from bench.formats import get_format
 from bench.report.collect import TrackedPoint
 from bench.runner.suites import SuiteRun
+from methods.registry import display_name
 
 # ----------------------------------------------------------------------------- aggregation
 
@@ -157,7 +158,10 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
         groups = aggregate(
             [p for p in points if p.point.dataset == dataset], ("method", "composition"), columns
         )
-        header = ["method", "composition", *columns, f"Δ{headline} vs none", "seeds"]
+        # a suite without a "none" row (zero-shot) has nothing to subtract: no Δ column
+        has_base = "none" in run.suite.compositions
+        gain_header = [f"Δ{headline} vs none"] if has_base else []
+        header = ["method", "composition", *columns, *gain_header, "seeds"]
         rows, raw = [], []
         for method in run.methods:
             base = groups.get((method, "none"))
@@ -169,10 +173,10 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
                 seeds = max(len(c.values) for c in cells.values())
                 rows.append(
                     [
-                        method,
+                        display_name(method),
                         composition,
                         *(cells[c].text() for c in columns),
-                        gain_text(gain),
+                        *([gain_text(gain)] if has_base else []),
                         str(seeds),
                     ]
                 )
@@ -187,7 +191,13 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
                 header,
                 rows,
                 raw,
-                note="mean ± std over seeds.",
+                note="mean ± std over seeds."
+                + (
+                    ""
+                    if has_base
+                    else " No supervised (none) row in this suite, so no Δ column: the "
+                    "supervised stage 1 of each method is in ablation_spn's table."
+                ),
             )
         )
     return tables
@@ -213,7 +223,13 @@ def axis_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
         ):
             seeds = max(len(c.values) for c in cells.values())
             rows.append(
-                [method, composition, str(value), *(cells[c].text() for c in columns), str(seeds)]
+                [
+                    display_name(method),
+                    composition,
+                    str(value),
+                    *(cells[c].text() for c in columns),
+                    str(seeds),
+                ]
             )
             raw.append(
                 {"method": method, "composition": composition, short: value, "seeds": seeds}
