@@ -70,7 +70,7 @@ def mlflow_ui(uri: str, log: Path) -> Iterator[str]:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300
             while True:
                 try:
                     with urllib.request.urlopen(base + "/health", timeout=2) as reply:
@@ -105,6 +105,17 @@ def browser_page(executable: str) -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+def close_assistant(page: Any) -> None:
+    """Close MLflow 3's assistant side panel (it opens by itself and hides half the page)."""
+    new_chat = page.get_by_role("button", name="New Chat").first
+    try:
+        new_chat.wait_for(timeout=5_000)
+    except Exception:  # this MLflow has no assistant panel (or it stayed closed)
+        return
+    page.get_by_role("button", name="Close").last.click()
+    new_chat.wait_for(state="hidden")
 
 
 def screenshot(page: Any, name: str) -> Path:

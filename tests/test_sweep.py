@@ -473,37 +473,51 @@ def test_mlflow_ui_in_a_real_browser_shows_runs_reports_and_the_compositions_vie
     quick_ablate, tmp_path
 ):
     """Headless Chromium on the MLflow UI as `nox -s ui` starts it, after the quick ablate:
-    the experiment opens on its runs (not MLflow 3's GenAI traces), a suite's parent run
-    shows its table and plot artifacts, and the saved compositions view puts composition
-    and final.Rmean side by side. Screenshots: test-artifacts/mlflow-ui/."""
+    the experiment link opens on its runs (not MLflow 3's GenAI overview), a suite's parent
+    run shows its table and plot artifacts, and the saved compositions view puts
+    composition and final.Rmean side by side. Screenshots: test-artifacts/mlflow-ui/."""
     from bench.runner.parents import find_parent_run
     from bench.runner.publish import view_key
     from bench.tracking import client, default_tracking_uri
-    from tests.browser import browser_page, mlflow_ui, require_browser, screenshot
+    from bench.tracking.store import experiment_url, run_url
+    from tests.browser import browser_page, close_assistant, mlflow_ui, require_browser
+    from tests.browser import screenshot as shot
 
     executable = require_browser()
     run = quick_run("ablation_spn")
-    experiment = client(default_tracking_uri()).get_experiment_by_name(run.experiment)
+    experiment = client(default_tracking_uri()).get_experiment_by_name(run.experiment).experiment_id
     parent = find_parent_run(run)
     with (
         mlflow_ui(default_tracking_uri(), tmp_path / "ui.log") as base,
         browser_page(executable) as page,
     ):
-        page.goto(f"{base}/#/experiments/{experiment.experiment_id}")
+        local = experiment_url(experiment).replace("http://127.0.0.1:5000", base)
+        page.goto(local)
         page.get_by_text("suite:ablation_spn").first.wait_for()
-        assert "/traces" not in page.url
-        screenshot(page, "experiment_runs")
+        assert "overview" not in page.url and "genai" not in page.url, page.url
+        close_assistant(page)
+        shot(page, "experiment_runs")
 
-        page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{parent}/artifacts")
+        page.goto(run_url(experiment, parent).replace("http://127.0.0.1:5000", base))
+        page.get_by_text("Artifacts", exact=True).first.click()
         page.get_by_text("report", exact=True).first.click()
-        page.get_by_text("ablation_spn_fashioniq.json").first.wait_for()
+        page.get_by_text("ablation_spn_fashioniq.json").first.click()
+        page.get_by_text("View as table").first.wait_for()  # an MLflow table
+        page.get_by_role("cell", name="P+N").first.wait_for()
+        shot(page, "parent_report_table")
         page.get_by_text("ablation_spn_bars.png").first.click()
-        page.locator("img").first.wait_for()
-        screenshot(page, "parent_report_artifacts")
+        plot = page.locator("img[src^='blob:']").first  # the artifact viewer's image
+        plot.wait_for()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 300", arg=plot.element_handle()
+        )
+        shot(page, "parent_report_plot")
 
-        view = view_key("ablation_spn")
-        page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey={view}")
-        page.get_by_text("final.Rmean").first.wait_for()
-        page.get_by_text("composition").first.wait_for()
-        page.get_by_text("P+N").first.wait_for()
-        screenshot(page, "compositions_view")
+        view = experiment_url(experiment, view_key("ablation_spn"))
+        page.goto(view.replace("http://127.0.0.1:5000", base))
+        page.get_by_text("You're viewing a shared view").first.wait_for()
+        for column in ("composition", "method", "final.Rmean"):
+            page.get_by_text(column, exact=True).first.wait_for()
+        for composition in ("none", "P", "N", "P+N"):
+            page.get_by_text(composition, exact=True).first.wait_for()
+        shot(page, "compositions_view")
