@@ -93,6 +93,7 @@ def ui(session: nox.Session) -> None:
     storage (default: the journal file ``optuna/journal.log`` under ``CIRBENCH_HOME``) at
     the port + 1. Stop both with Ctrl-C."""
     import shutil
+    import signal
     import subprocess
 
     from bench.runner.storage import storage_url
@@ -111,6 +112,11 @@ def ui(session: nox.Session) -> None:
         dashboard = subprocess.Popen(
             ["optuna-dashboard", "--host", "127.0.0.1", "--port", str(port + 1), target]
         )
+
+    def stop(signum: int, frame: object) -> None:  # a SIGTERM stops both, like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     command = ui_command()
     command[command.index("--port") + 1] = str(port)
     session.log(f"MLflow UI:        http://127.0.0.1:{port}  (store {default_tracking_uri()})")
