@@ -35,6 +35,10 @@ CASES = [
         "unknown format 'fashionik' (did you mean 'fashioniq'?)",
     ),
     (
+        ["sweep", "table2_fashioniq", "--profile", "quick", "--set", "method.name=clip4cirr"],
+        "unknown method 'clip4cirr' (did you mean 'clip4cir'",
+    ),
+    (
         ["sweep", "table2_fashioniq", "--profile", "quick", "--set", "backbone.arch=RN5O"],
         "unknown backbone 'RN5O' (did you mean 'RN50'",
     ),
@@ -49,7 +53,9 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(c[0][:2]) for c in CASES])
+@pytest.mark.parametrize(
+    ("argv", "message"), CASES, ids=[c[1].split("(")[0].strip() for c in CASES]
+)
 def test_a_mistyped_name_fails_before_any_work_and_leaves_the_store_alone(
     workdir, capsys, argv, message
 ):

@@ -278,10 +278,16 @@ class SuiteRun:
 
     def check(self) -> None:
         """Resolve every point's spec and check the names in it that only a later stage
-        would look up (the backbone), so a mistyped name fails before any work and
+        would look up (the method class, the backbone), so a mistyped name fails before any work and
         before an MLflow run exists."""
-        archs = {self.spec(point).backbone.arch for point in self.points()}
-        for arch in sorted(archs):
+        from methods import list_methods
+
+        specs = [self.spec(point) for point in self.points()]
+        registered = list_methods()
+        for name in sorted({spec.method.name for spec in specs}):
+            if name not in registered:
+                raise UnknownNameError("method", name, registered)
+        for arch in sorted({spec.backbone.arch for spec in specs}):
             check_backbone(arch)
 
     @property
