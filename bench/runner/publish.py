@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,23 @@ def _table_columns(header: list[str], rows: list[list[str]]) -> dict[str, list[s
     return {name: [row[i] if i < len(row) else "" for row in rows] for i, name in enumerate(names)}
 
 
+def log_table(store: Any, run_id: str, columns: dict[str, list[Any]], artifact: str) -> None:
+    """An MLflow table artifact (the artifact viewer's "View as table"), replaced when it
+    exists: ``MlflowClient.log_table`` appends to an existing table, so a report logged
+    twice would list every row twice."""
+    existing = {f.path for f in with_lock_retry(store.list_artifacts, run_id, "report")}
+    if artifact not in existing:
+        with_lock_retry(store.log_table, run_id, columns, artifact)
+        return
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact).name
+        # the file log_table writes (the run already carries its mlflow.loggedArtifacts tag)
+        pd.DataFrame(columns).to_json(path, orient="split", index=False, date_format="iso")
+        with_lock_retry(store.log_artifact, run_id, str(path), str(Path(artifact).parent))
+
+
 def publish_report(run: SuiteRun, report: Report) -> str | None:
     """Log ``report`` on the suite's parent run; returns its id (``None``: the suite has no
     parent run yet, so nothing was logged)."""
@@ -202,7 +220,7 @@ def publish_report(run: SuiteRun, report: Report) -> str | None:
     folder = Path(report.folder)
     for table in report.tables:
         columns = _table_columns(table.header, table.rows)
-        with_lock_retry(store.log_table, parent, columns, f"report/{table.name}.json")
+        log_table(store, parent, columns, f"report/{table.name}.json")
         for suffix in (".csv", ".md", ".tex"):
             if (folder / f"{table.name}{suffix}").is_file():
                 with_lock_retry(
@@ -213,7 +231,7 @@ def publish_report(run: SuiteRun, report: Report) -> str | None:
     with_lock_retry(store.log_artifact, parent, str(folder / "index.md"), "report")
     rows = suite_runs(run)
     if rows:
-        with_lock_retry(store.log_table, parent, _columns(rows), "report/runs.json")
+        log_table(store, parent, _columns(rows), "report/runs.json")
     with_lock_retry(store.set_tag, parent, DESCRIPTION_TAG, _parent_text(run, report, rows))
     return parent
 
