@@ -3,6 +3,8 @@ so the heavy dependencies (torch) are installed once, not once per session."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -94,29 +96,42 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def ui(session: nox.Session) -> None:
-    """The MLflow UI on 127.0.0.1 on the suites' store (and optuna-dashboard on the default
-    study journal, when installed): ``nox -s ui [-- --port 5000]``."""
+    """The MLflow UI and optuna-dashboard on 127.0.0.1, both URLs printed:
+    ``nox -s ui [-- --port 5000] [--storage URL]``. MLflow on the suites' store (``mlflow.db``
+    here, or ``$MLFLOW_TRACKING_URI``) at the port, optuna-dashboard on the studies'
+    storage (default: the journal file ``optuna/journal.log`` under ``CIRBENCH_HOME``) at
+    the port + 1. Stop both with Ctrl-C."""
     import shutil
+    import signal
     import subprocess
 
-    from bench.core.paths import home
-    from bench.tracking import UI_ENV, ui_command
+    from bench.runner.storage import storage_url
+    from bench.tracking import UI_ENV, default_tracking_uri, ui_command
 
     args = list(session.posargs)
-    port = args[args.index("--port") + 1] if "--port" in args else "5000"
+    port = int(args[args.index("--port") + 1]) if "--port" in args else 5000
+    storage = storage_url(args[args.index("--storage") + 1] if "--storage" in args else None)
+    target = storage.removeprefix("journal:")
     dashboard = None
-    journal = home() / "optuna" / "journal.log"
-    if shutil.which("optuna-dashboard") and journal.is_file():
+    if not shutil.which("optuna-dashboard"):
+        session.log("optuna-dashboard is not installed (pip install -e .[dev]); MLflow UI only")
+    elif storage.startswith("journal:") and not Path(target).is_file():
+        session.log(f"no Optuna study yet ({target}: run a study suite first); MLflow UI only")
+    else:
         dashboard = subprocess.Popen(
-            ["optuna-dashboard", "--host", "127.0.0.1", "--port", str(int(port) + 1), str(journal)]
+            ["optuna-dashboard", "--host", "127.0.0.1", "--port", str(port + 1), target]
         )
-        session.log(f"optuna-dashboard on http://127.0.0.1:{int(port) + 1}")
-    elif not shutil.which("optuna-dashboard"):
-        session.log("optuna-dashboard not installed (pip install -e .[dashboard]); MLflow UI only")
+
+    def stop(signum: int, frame: object) -> None:  # a SIGTERM stops both, like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    command = ui_command()
+    command[command.index("--port") + 1] = str(port)
+    session.log(f"MLflow UI:        http://127.0.0.1:{port}  (store {default_tracking_uri()})")
+    if dashboard is not None:
+        session.log(f"optuna-dashboard: http://127.0.0.1:{port + 1}  (studies {storage})")
     try:
-        command = ui_command()
-        command[command.index("--port") + 1] = port
-        session.log("MLflow UI on http://127.0.0.1:" + port)
         session.run(*command, env=dict(UI_ENV))
     finally:
         if dashboard is not None:

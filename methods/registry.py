@@ -50,6 +50,13 @@ def get_method_class(name: str) -> type[CIRMethod]:
         ) from None
 
 
+def display_name(name: str) -> str:
+    """The name reports, plots and tables show for method ``name``: its ``paper_name``
+    (``blip4cir_bi`` -> ``BLIP4CIR+Bi``), else the registry name; the one table of them."""
+    cls = _REGISTRY.get(name)
+    return (cls.paper_name if cls is not None else "") or name
+
+
 def create_method(name: str, backbone: Backbone, params: dict[str, Any] | None = None) -> CIRMethod:
     """Build method ``name`` on ``backbone`` with validated hyperparameters."""
     cls = get_method_class(name)

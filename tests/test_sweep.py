@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from bench.core.errors import UnknownNameError
 from bench.report import build_report, tracked_runs_by_digest
 from bench.runner.ablate import sweep
 from bench.runner.profiles import get_profile
@@ -95,12 +96,10 @@ def test_suite_errors_name_the_file_and_field(tmp_path):
     bad.write_text("suite: bad\ntitle: t\ndatasets: [fashioniq]\ncompositions: [Q]\n")
     with pytest.raises(SpecError, match=r"bad.yaml: compositions: .*unknown compositions \['Q'\]"):
         load_suite(str(bad))
-    from bench.core.errors import UnknownNameError
-
-    with pytest.raises(
-        UnknownNameError, match=r"unknown suite 'bank_sise' \(did you mean 'bank_size'"
-    ):
-        load_suite("bank_sise")
+    with pytest.raises(SpecError, match="suite file not found"):
+        load_suite(str(tmp_path / "absent.yaml"))
+    with pytest.raises(UnknownNameError, match=r"unknown suite 'ablation_spm' \(did you mean"):
+        load_suite("ablation_spm")
 
 
 def test_suite_overrides_reach_only_the_modifier_they_name():
@@ -115,12 +114,11 @@ def test_suite_overrides_reach_only_the_modifier_they_name():
 
 
 def test_unknown_suite_name_fails_before_anything_runs(tmp_path, monkeypatch):
-    from bench.config import SpecError
     from bench.runner.ablate import ablate
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CIRBENCH_HOME", str(tmp_path))
-    with pytest.raises(SpecError, match=r"unknown suite 'no_such_suite'.*groups: paper: "):
+    with pytest.raises(UnknownNameError, match=r"unknown suite 'no_such_suite'.*diagnostics"):
         ablate(profile=QUICK, suites=("ablation_spn", "no_such_suite"), out=tmp_path / "r")
     assert list(tmp_path.iterdir()) == []  # no data, no runs, no MLflow store
 
@@ -236,7 +234,7 @@ def test_grid_plot_exists_and_is_not_empty(tmp_path):
         assert (tmp_path / "ablation_spn" / plot).stat().st_size > 5000
     text = (tmp_path / "ablation_spn" / "ablation_spn_fashioniq.md").read_text()
     for composition in ("none", "P", "N", "P+N"):
-        assert f"| clip4cir | {composition} |" in text
+        assert f"| CLIP4CIR | {composition} |" in text
 
 
 # ----------------------------------------------------------------------------- studies
@@ -365,13 +363,22 @@ def test_postgresql_storage_shared_by_two_workers(postgres_url):
 # ----------------------------------------------------------------------------- ablate
 
 
-def test_quick_ablate_writes_every_suite_report(tmp_path):
-    """`nox -s ablate -- --quick` in CI: every suite swept and reported (CLIP4CIR; the
-    other methods' compositions are covered by tests/test_spn.py)."""
-    from bench.runner.ablate import ABLATE_SUITES, ablate
+@pytest.fixture(scope="module")
+def quick_ablate(home, tmp_path_factory):
+    """`nox -s ablate -- --quick` in CI, once per module: every suite swept and reported
+    (CLIP4CIR; the other methods' compositions are covered by tests/test_spn.py)."""
+    from bench.runner.ablate import ablate
 
-    out = tmp_path / "reports"
-    seconds = ablate(profile=QUICK, methods=ONLY, storage=str(tmp_path / "j.log"), out=out)
+    tmp = tmp_path_factory.mktemp("ablate")
+    out = tmp / "reports"
+    seconds = ablate(profile=QUICK, methods=ONLY, storage=str(tmp / "j.log"), out=out)
+    return out, seconds, str(tmp / "j.log")
+
+
+def test_quick_ablate_writes_every_suite_report(quick_ablate):
+    from bench.runner.ablate import ABLATE_SUITES
+
+    out, seconds, _ = quick_ablate
     assert set(seconds) == {*ABLATE_SUITES, "total"}
     index = (out / "index.md").read_text()
     for suite in ABLATE_SUITES:
@@ -386,6 +393,8 @@ def test_quick_ablate_writes_every_suite_report(tmp_path):
     assert all(f"| {k} |" in k_table for k in (100, 300, 1000, 3000))
     zs_table = (out / "zero_shot" / "zero_shot_cirr.md").read_text()
     assert "| ZS+N |" in zs_table and "| ZS-ood+N |" in zs_table
+    header = next(line for line in zs_table.splitlines() if line.startswith("| method"))
+    assert "Δ" not in header and "no Δ column" in zs_table  # no "none" row to subtract
     for plot in ("positives_count/positives_count_K.png", "zero_shot/zero_shot_bars.png"):
         assert (out / plot).stat().st_size > 5000
     # Table 3's points wrote their CIRR test1 files (both server metrics), listed in the report
@@ -397,6 +406,77 @@ def test_quick_ablate_writes_every_suite_report(tmp_path):
     assert "Test-server submissions (test1)" in (out / "table3_cirr" / "index.md").read_text()
 
 
+def test_quick_ablate_publishes_every_report_and_names_runs_in_mlflow(quick_ablate, tmp_path):
+    """Through the MLflow client: each suite's parent run holds its report (tables as MLflow
+    tables and CSV, plots, index.md, the runs table), every run of the suite (shared ones
+    included) carries composition / method / dataset / swept value as params, and run
+    names are unique within a suite and carry the swept value."""
+    from bench.runner.ablate import ABLATE_SUITES
+    from bench.runner.parents import find_parent_run
+    from bench.runner.publish import suite_filter, view_key
+    from bench.tracking import client, default_tracking_uri
+    from bench.tracking.store import (
+        DESCRIPTION_TAG,
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        SHARED_VIEW_TAG,
+    )
+
+    out, _, storage = quick_ablate
+    store = client(default_tracking_uri())
+    experiment = store.get_experiment_by_name(quick_run("ablation_spn").experiment)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert "suite:<name>" in experiment.tags[DESCRIPTION_TAG]
+    swept = {"positives_count": "K", "bank_size": "neg_num"}
+    for suite in ABLATE_SUITES:
+        run = quick_run(suite)
+        run.storage = storage
+        parent = find_parent_run(run)
+        files = {f.path for f in store.list_artifacts(parent, "report")}
+        local = {p.name for p in (out / suite).iterdir() if p.is_file()}
+        tables = {n[:-4] for n in local if n.endswith(".csv")}
+        assert tables, suite
+        for name in tables:
+            assert {f"report/{name}.json", f"report/{name}.csv"} <= files, (suite, files)
+        assert {f"report/{n}" for n in local if n.endswith((".png", ".svg"))} <= files
+        assert {"report/index.md", "report/runs.json"} <= files
+        assert suite in store.get_run(parent).data.tags[DESCRIPTION_TAG]
+        view = json.loads(experiment_tags(store, experiment)[SHARED_VIEW_TAG + view_key(suite)])
+        assert "metrics.`final.Rmean`" in view["selectedColumns"]
+        runs = find_runs(run.experiment, suite_filter(suite))
+        assert runs, suite
+        names = [r.info.run_name for r in runs]
+        assert len(names) == len(set(names)), (suite, names)
+        for tracked in runs:
+            params = tracked.data.params
+            assert {"composition", "method", "dataset"} <= set(params), tracked.info.run_name
+            if suite in swept and params["composition"] != "none":  # not the study's stage 1
+                key = swept[suite]
+                assert f"{key}={params[key]}" in tracked.info.run_name
+    # optuna-dashboard: the objective is named, each trial links its MLflow run(s)
+    study = optuna.load_study(study_name="bank_size-quick", storage=_open(storage))
+    assert study.metric_names == ["Rmean"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert done and all(
+        t.user_attrs["mlflow_seed0"].startswith("http://127.0.0.1:5000/#/experiments/")
+        for t in done
+    )
+    # a report published again replaces its tables (MLflow's log_table would append)
+    from bench.runner.ablate import report
+
+    again = report("table2_fashioniq", profile=QUICK, methods=ONLY, out=out)
+    parent = find_parent_run(quick_run("table2_fashioniq"))
+    table = store.download_artifacts(parent, "report/table2_fashioniq.json", str(tmp_path))
+    assert len(json.loads(Path(table).read_text())["data"]) == len(again.tables[0].rows)
+    # Table 2's points are ablation_spn's runs: listed under both suites
+    shared = find_runs(run.experiment, suite_filter("table2_fashioniq"))
+    assert all(r.data.tags.get("cirbench.in_suite.ablation_spn") == "true" for r in shared)
+
+
+def experiment_tags(store, experiment):
+    return store.get_experiment(experiment.experiment_id).tags
+
+
 def test_suite_groups_expand_in_order_without_repeats():
     from bench.runner.ablate import ABLATE_SUITES, DIAGNOSTIC_SUITES, expand_suite_names
 
@@ -405,3 +485,57 @@ def test_suite_groups_expand_in_order_without_repeats():
     assert both[: 1 + len(DIAGNOSTIC_SUITES)] == ("ablation_spn", *DIAGNOSTIC_SUITES)
     assert len(both) == len(set(both)) == len(ABLATE_SUITES) + len(DIAGNOSTIC_SUITES)
     assert set(DIAGNOSTIC_SUITES) <= set(list_suites())
+
+
+def test_mlflow_ui_in_a_real_browser_shows_runs_reports_and_the_compositions_view(
+    quick_ablate, tmp_path
+):
+    """Headless Chromium on the MLflow UI as `nox -s ui` starts it, after the quick ablate:
+    the experiment link opens on its runs (not MLflow 3's GenAI overview), a suite's parent
+    run shows its table and plot artifacts, and the saved compositions view puts
+    composition and final.Rmean side by side. Screenshots: test-artifacts/mlflow-ui/."""
+    from bench.runner.parents import find_parent_run
+    from bench.runner.publish import view_key
+    from bench.tracking import client, default_tracking_uri
+    from bench.tracking.store import experiment_url, run_url
+    from tests.browser import browser_page, close_assistant, mlflow_ui, require_browser
+    from tests.browser import screenshot as shot
+
+    executable = require_browser()
+    run = quick_run("ablation_spn")
+    experiment = client(default_tracking_uri()).get_experiment_by_name(run.experiment).experiment_id
+    parent = find_parent_run(run)
+    with (
+        mlflow_ui(default_tracking_uri(), tmp_path / "ui.log") as base,
+        browser_page(executable) as page,
+    ):
+        local = experiment_url(experiment).replace("http://127.0.0.1:5000", base)
+        page.goto(local)
+        page.get_by_text("suite:ablation_spn").first.wait_for()
+        assert "overview" not in page.url and "genai" not in page.url, page.url
+        close_assistant(page)
+        shot(page, "experiment_runs")
+
+        page.goto(run_url(experiment, parent).replace("http://127.0.0.1:5000", base))
+        page.get_by_text("Artifacts", exact=True).first.click()
+        page.get_by_text("report", exact=True).first.click()
+        page.get_by_text("ablation_spn_fashioniq.json").first.click()
+        page.get_by_text("View as table").first.wait_for()  # an MLflow table
+        page.get_by_role("cell", name="P+N").first.wait_for()
+        shot(page, "parent_report_table")
+        page.get_by_text("ablation_spn_bars.png").first.click()
+        plot = page.locator("img[src^='blob:']").first  # the artifact viewer's image
+        plot.wait_for()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 300", arg=plot.element_handle()
+        )
+        shot(page, "parent_report_plot")
+
+        view = experiment_url(experiment, view_key("ablation_spn"))
+        page.goto(view.replace("http://127.0.0.1:5000", base))
+        page.get_by_text("You're viewing a shared view").first.wait_for()
+        for column in ("composition", "method", "final.Rmean"):
+            page.get_by_text(column, exact=True).first.wait_for()
+        for composition in ("none", "P", "N", "P+N"):
+            page.get_by_text(composition, exact=True).first.wait_for()
+        shot(page, "compositions_view")

@@ -86,8 +86,9 @@ def load(
     cfg = _model_cfg(arch)
     source = None if pretrained in (None, "", "random") else str(pretrained)
     torch.manual_seed(seed)
-    if source is None:
-        model = open_clip.create_model(arch, pretrained=None)
+    if source is None:  # random weights asked for: open_clip's warning says what we know
+        with _quiet_random_init_warning():
+            model = open_clip.create_model(arch, pretrained=None)
         weights = f"{arch}:random:seed={seed}"
     elif Path(source).expanduser().exists() or "/" in source or source.endswith((".pt", ".bin")):
         path = Path(source).expanduser()

@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.register(commands)
+    for action in commands._choices_actions:  # every command's --help says what it does
+        command = commands.choices[action.dest]
+        if not command.description:
+            command.description = (action.help or "")[:1].upper() + (action.help or "")[1:] + "."
     return parser
 
 

@@ -22,9 +22,21 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def profiles_help() -> str:
+    """What each run profile is and costs (``experiments/profiles.yaml``), for ``--help``."""
+    from bench.runner.profiles import load_profiles
+
+    lines = ["profiles (--profile):"]
+    for name, profile in load_profiles().items():
+        lines.append(f"  {name:8s} {profile.description}")
+    return "\n".join(lines)
+
+
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``sweep``, ``report`` and ``ablate``."""
-    parser.add_argument("--profile", default="default", help="quick | default | full")
+    parser.add_argument(
+        "--profile", default="default", help="quick | default | full (see below; default: default)"
+    )
     parser.add_argument(
         "--data-root",
         action="append",

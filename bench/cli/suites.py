@@ -5,9 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-from bench.cli.common import add_suite_arguments
+from bench.cli.common import add_suite_arguments, profiles_help
+
+SWEEP_TEXT = """Run one suite of experiments/suites/ (a grid of methods x compositions x seeds,
+or an Optuna study) under a profile, tracked in MLflow (one parent run `suite:<name>`, one
+child run per point). Resumable: interrupt it at any time; a rerun trains only what did not
+finish. `cirbench suites` lists the suites."""
+
+REPORT_TEXT = """Write a suite's tables (Markdown, CSV, LaTeX) and plots into --out/<suite>/ from
+its finished MLflow runs, and log them on the suite's MLflow parent run. Trains nothing."""
+
+ABLATE_TEXT = """Sweep every suite of the paper group (or --suites), then write each suite's
+report into --out and onto its MLflow parent run (what `nox -s ablate` runs). Resumable:
+rerunning recomputes nothing that finished. Open the results with `nox -s ui`."""
 
 
 def _print_dry_run(suites: list[str], args: argparse.Namespace) -> int:
@@ -65,9 +78,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import build_report
+    from bench.runner.ablate import report as build_and_publish
 
-    report = build_report(
+    report = build_and_publish(
         args.suite,
         profile=args.profile,
         data_root=args.data_root,
@@ -83,12 +96,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from bench.runner.ablate import ABLATE_SUITES, ABLATE_WORKERS, ablate, expand_suite_names
+    from bench.runner.ablate import (
+        ABLATE_SUITES,
+        ABLATE_WORKERS,
+        ablate,
+        closing_summary,
+        expand_suite_names,
+    )
 
     default = ("reproduce",) if args.checkpoints else ABLATE_SUITES
     if args.dry_run:
         return _print_dry_run(list(expand_suite_names(args.suites or default)), args)
 
+    started = time.perf_counter()
     seconds = ablate(
         checkpoints=args.checkpoints,
         profile=args.profile,
@@ -101,7 +121,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         out=args.out,
         progress=not args.quiet,
     )
-    print(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=2))
+    seconds["total"] = time.perf_counter() - started  # the checks before the first suite too
+    print(closing_summary(seconds, profile=args.profile, out=args.out, real=bool(args.data_root)))
     return 0
 
 
@@ -162,8 +183,23 @@ def _add_dry_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON per point")
 
 
+def _suite_command(
+    commands: argparse._SubParsersAction, name: str, help_text: str, description: str
+) -> argparse.ArgumentParser:
+    """A suite command whose ``--help`` says what it does and what each profile costs."""
+    return commands.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        epilog=profiles_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    sweep = commands.add_parser("sweep", help="run a suite's grid or Optuna study (resumable)")
+    sweep = _suite_command(
+        commands, "sweep", "run a suite's grid or Optuna study (resumable)", SWEEP_TEXT
+    )
     sweep.add_argument("suite", help="suite name in experiments/ (see `cirbench suites`)")
     add_suite_arguments(sweep)
     sweep.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
@@ -173,14 +209,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_dry_run_arguments(sweep)
     sweep.set_defaults(handler=_cmd_sweep)
 
-    report = commands.add_parser("report", help="tables and plots of a suite from MLflow runs")
-    report.add_argument("suite")
+    report = _suite_command(
+        commands, "report", "tables and plots of a suite from MLflow runs", REPORT_TEXT
+    )
+    report.add_argument("suite", help="suite name (see `cirbench suites`)")
     add_suite_arguments(report)
-    report.add_argument("--seeds", type=int, nargs="+")
-    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
+    report.add_argument(
+        "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
+    )
     report.set_defaults(handler=_cmd_report)
 
-    ablate = commands.add_parser("ablate", help="sweep and report every suite (nox -s ablate)")
+    ablate = _suite_command(
+        commands, "ablate", "sweep and report every suite (nox -s ablate)", ABLATE_TEXT
+    )
     add_suite_arguments(ablate)
     ablate.add_argument(
         "--suites",
@@ -194,7 +236,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="worker processes, one torch thread each (default: 2, ABLATE_WORKERS)",
     )
-    ablate.add_argument("--out", type=Path, default=Path("reports"))
+    ablate.add_argument(
+        "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
+    )
     _add_dry_run_arguments(ablate)
     _add_checkpoints_argument(ablate, required=False)
     ablate.set_defaults(handler=_cmd_ablate)

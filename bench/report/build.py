@@ -88,7 +88,7 @@ def _study_report(run: SuiteRun, staging: Path) -> tuple[list[Table], list[str],
     if not records:
         raise ReportError(
             f"suite {run.suite.suite}: no tracked trial runs in MLflow experiment "
-            f"{run.experiment!r}; run `cirbench sweep {run.suite.suite}` first"
+            f"{run.experiment!r}; run `{run.command()}` first"
         )
     tables = study_table(run, records, study)
     plots = bank_size_plot(run, records, study, staging)
@@ -104,8 +104,7 @@ def _grid_report(run: SuiteRun, staging: Path) -> tuple[list[Table], list[str], 
     if len(missing) == len(points):
         raise ReportError(
             f"suite {run.suite.suite}: none of its {len(points)} points has a finished "
-            f"run in MLflow experiment {run.experiment!r}; run `cirbench sweep "
-            f"{run.suite.suite}` first"
+            f"run in MLflow experiment {run.experiment!r}; run `{run.command()}` first"
         )
     tracked = [p for p in points if p.metrics]
     builder = {"paper": paper_table, "compositions": compositions_table, "axis": axis_table}

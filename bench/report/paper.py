@@ -31,7 +31,8 @@ from bench.report.tables import (
 from bench.runner.suites import SuiteRun
 from bench.stats import PairedComparison
 from bench.train.data import eval_options, extra_eval_options
-from methods import get_method_class, list_methods
+from methods import list_methods
+from methods.registry import display_name
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Published:
 
 
 def paper_names() -> dict[str, str]:
-    return {m: get_method_class(m).paper_name or m for m in list_methods()}
+    return {m: display_name(m) for m in list_methods()}
 
 
 def load_published(path: Path = PUBLISHED_FILE) -> dict[tuple[str, str, str, str], Published]:

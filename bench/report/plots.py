@@ -12,6 +12,7 @@ from bench.formats import get_format
 from bench.report.collect import TrackedPoint
 from bench.report.tables import Cell, aggregate
 from bench.runner.suites import SuiteRun
+from methods.registry import display_name
 
 
 def _figure() -> Any:
@@ -41,6 +42,8 @@ def bars_plot(run: SuiteRun, points: list[TrackedPoint], folder: Path) -> list[s
     methods = run.methods
     comps = run.suite.compositions
     width = 0.8 / len(comps)
+    # error bars only with a spread over seeds (one seed: no zero-height caps)
+    spread = len({p.point.seed for p in points}) > 1
     for ax, dataset in zip(axes[0], datasets, strict=True):
         headline = get_format(dataset).headline_metric
         groups = aggregate(
@@ -53,14 +56,15 @@ def bars_plot(run: SuiteRun, points: list[TrackedPoint], folder: Path) -> list[s
                 xs,
                 [c.mean for c in cells],
                 width,
-                yerr=[c.std for c in cells],
+                yerr=[c.std for c in cells] if spread else None,
                 label=comp,
-                capsize=3,
+                capsize=3 if spread else 0,
             )
-        ax.set_xticks(range(len(methods)), methods, rotation=15)
+        ax.set_xticks(range(len(methods)), [display_name(m) for m in methods], rotation=15)
         ax.set_ylabel(f"val {headline}")
         ax.set_title(dataset)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    # the legend beside the panels, never over a bar
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="SPN")
     fig.suptitle(run.suite.title + ("" if run.real else " (synthetic)"), fontsize=10)
     return save_figure(fig, folder, f"{run.suite.suite}_bars")
 
@@ -87,7 +91,14 @@ def axis_plot(run: SuiteRun, points: list[TrackedPoint], folder: Path) -> list[s
             xs = [v for v, _ in items]
             means = [c.mean for _, c in items]
             stds = [c.std for _, c in items]
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{method} {dataset}")
+            ax.errorbar(
+                xs,
+                means,
+                yerr=stds if any(stds) else None,
+                marker="o",
+                capsize=3,
+                label=f"{display_name(method)} {dataset}",
+            )
     ax.set_xscale("log")
     ax.set_xlabel(short)
     ax.set_ylabel("val Rmean")
@@ -146,5 +157,11 @@ def optuna_history_plot(study: Any, folder: Path, name: str) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+    from matplotlib.ticker import MaxNLocator
+
+    objective = (study.metric_names or ["objective"])[0]
     ax.set_title(f"Optuna optimisation history: {study.study_name}")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"val {objective} (mean over seeds)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return save_figure(ax.figure, folder, name)

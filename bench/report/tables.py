@@ -27,6 +27,7 @@ from bench.report.intervals import (
     stage1_file_arm,
 )
 from bench.runner.suites import SuiteRun
+from methods.registry import display_name
 
 # ----------------------------------------------------------------------------- aggregation
 
@@ -212,7 +213,7 @@ def compositions_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]
                 seeds = max(len(c.values) for c in cells.values())
                 rows.append(
                     [
-                        method,
+                        display_name(method),
                         composition,
                         *(cells[c].text() for c in columns),
                         "–" if composition == baseline else interval_text(result, gain),
@@ -259,7 +260,15 @@ def _control_row(
     headline = intervals.metric
     result = intervals.compare(arms[(method, "P")], arms[(method, "P-control")], f"{method} P")
     gain = groups[(method, "P")][headline].mean - groups[(method, "P-control")][headline].mean
-    rows.append([method, "P vs P-control", *("" for _ in columns), interval_text(result, gain), ""])
+    rows.append(
+        [
+            display_name(method),
+            "P vs P-control",
+            *("" for _ in columns),
+            interval_text(result, gain),
+            "",
+        ]
+    )
     raw.append(
         {"method": method, "composition": "P vs P-control", f"Δ{headline}": gain}
         | interval_fields(f"Δ{headline}", result)
@@ -292,11 +301,10 @@ def methods_table(
             result = intervals.compare(
                 arms[(upper, composition)],
                 arms[(lower, composition)],
-                f"{upper} vs {lower} ({composition})",
+                f"{display_name(upper)} vs {display_name(lower)} ({composition})",
             )
-            rows.append(
-                [composition, upper, a.text(), lower, interval_text(result, a.mean - b.mean)]
-            )
+            gain = interval_text(result, a.mean - b.mean)
+            rows.append([composition, display_name(upper), a.text(), display_name(lower), gain])
             raw.append(
                 {"composition": composition, "method": upper, "vs method": lower}
                 | {f"Δ{headline}": a.mean - b.mean}
@@ -354,7 +362,7 @@ def axis_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
             gain = result.difference if result is not None else math.nan
             rows.append(
                 [
-                    method,
+                    display_name(method),
                     composition,
                     str(value),
                     *(cells[c].text() for c in columns),

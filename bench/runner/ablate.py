@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
-from bench.config import SpecError
 from bench.core import distributed
 from bench.core.errors import UnknownNameError
-from bench.report import build_report
+from bench.report import Report, build_report
 from bench.runner.calibration import run_calibration
 from bench.runner.dryrun import study_points
 from bench.runner.grid import SweepError, SweepResult, run_grid
+from bench.runner.publish import describe_experiment, publish_report
 from bench.runner.reproduce import reproduce
 from bench.runner.study import run_study
 from bench.runner.suites import (
@@ -22,10 +23,11 @@ from bench.runner.suites import (
     load_suite,
     suite_file,
 )
+from bench.tracking.store import experiment_url, find_experiment_id, ui_url
 from bench.train.preflight import preflight
 from methods import list_methods
 
-log_prefix = "[cirbench sweep]"
+log_prefix = "[cirbench ablate]"
 
 
 def sweep(
@@ -61,14 +63,31 @@ def sweep(
             f"suite {suite_name} starts from released checkpoints: run it with `cirbench "
             "reproduce --data-root DIR --checkpoints DIR` (or `cirbench ablate --checkpoints DIR`)"
         )
+    run.check()
     check_suite(run)
     if run.suite.kind == "calibration":
         return run_calibration(run, storage=storage, n_trials=n_trials, progress=progress)
     if run.suite.kind == "study":
-        return run_study(
+        result = run_study(
             run, storage=storage, workers=workers, n_trials=n_trials, progress=progress
         )
-    return run_grid(run, workers=workers, progress=progress)
+    else:
+        result = run_grid(run, workers=workers, progress=progress)
+    describe_experiment(run)
+    return result
+
+
+def report(suite_name: str, **options: Any) -> Report:
+    """``cirbench report SUITE``: the suite's report in ``<out>/<suite>/`` (``options``
+    as :func:`~bench.report.build_report` takes them) and on its MLflow parent run
+    (:func:`bench.runner.publish.publish_report`)."""
+    built = build_report(suite_name, **options)
+    opened = {k: options[k] for k in ("seeds", "methods", "storage") if k in options}
+    run = SuiteRun.open(
+        suite_name, options.get("profile", "default"), options.get("data_root"), **opened
+    )
+    publish_report(run, built)
+    return built
 
 
 def check_suite(run: SuiteRun) -> None:
@@ -110,17 +129,13 @@ SUITE_GROUPS = {"paper": ABLATE_SUITES, "diagnostics": DIAGNOSTIC_SUITES}
 
 def expand_suite_names(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Suite names with group names (``paper``, ``diagnostics``) expanded, in order, once.
-    Raises :class:`SpecError` on a name that is neither a suite nor a group, before anything
+    Raises :class:`UnknownNameError` on a name that is neither a suite nor a group, before anything
     runs (an ablation of several hours must not fail at its last suite)."""
     out: list[str] = []
     for name in names:
         for suite in SUITE_GROUPS.get(name, (name,)):
             if not suite_file(suite).is_file():
-                groups = "; ".join(f"{g}: {', '.join(m)}" for g, m in SUITE_GROUPS.items())
-                raise SpecError(
-                    f"unknown suite {suite!r}; known suites: {', '.join(list_suites())}; "
-                    f"groups: {groups}"
-                )
+                raise UnknownNameError("suite", suite, [*list_suites(), *SUITE_GROUPS])
             if suite not in out:
                 out.append(suite)
     return tuple(out)
@@ -150,13 +165,13 @@ def ablate(
     released checkpoints (``reproduce``) runs :func:`bench.runner.reproduce.reproduce` on
     ``checkpoints``."""
     suites = expand_suite_names(suites)
-    for name in suites:  # every suite file parses before the first one runs
-        load_suite(name)
+    for name in suites:  # every suite and name resolves before the first one runs
+        SuiteRun.open(name, profile, data_root, seeds=seeds, methods=methods).check()
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    for name in suites:
+    for index, name in enumerate(suites, 1):
         t0 = time.perf_counter()
-        print(f"{log_prefix} {name} ({profile})", flush=True)
+        print(f"{log_prefix} suite {index}/{len(suites)}: {name} ({profile})", flush=True)
         if load_suite(name).released:
             if checkpoints is None:
                 raise SweepError(f"suite {name} needs the released checkpoints: --checkpoints DIR")
@@ -176,7 +191,7 @@ def ablate(
             storage=storage,
             progress=progress,
         )
-        report = build_report(
+        built = report(
             name,
             profile=profile,
             data_root=data_root,
@@ -186,6 +201,35 @@ def ablate(
             out=out,
         )
         seconds[name] = time.perf_counter() - t0
-        print(f"{log_prefix} {name}: {seconds[name]:.0f} s -> {report.folder}", flush=True)
+        print(f"{log_prefix} {name}: {seconds[name]:.0f} s -> {built.folder}", flush=True)
     seconds["total"] = time.perf_counter() - start
     return seconds
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def closing_summary(
+    seconds: dict[str, float], *, profile: str, out: str | Path, real: bool = False
+) -> str:
+    """The lines ``cirbench ablate`` ends with: the time per suite and in all, where each
+    report is, and how to open the MLflow UI and optuna-dashboard on the runs."""
+    out = Path(out)
+    suites = [name for name in seconds if name != "total"]
+    width = max(map(len, suites), default=0)
+    experiment = f"cirbench-ablate-{'real' if real else profile}"
+    experiment_id = find_experiment_id(experiment)
+    lines = [f"cirbench ablate ({profile}): {len(suites)} suites in {_duration(seconds['total'])}"]
+    lines += [
+        f"  {name:{width}s}  {_duration(seconds[name]):>12s}  {out / name / 'index.md'}"
+        for name in suites
+    ]
+    lines += [
+        f"Reports: {out / 'index.md'} (each also on its MLflow parent run `suite:<name>`)",
+        "Compare runs: nox -s ui  (MLflow UI "
+        + (experiment_url(experiment_id) if experiment_id else ui_url())
+        + f", experiment {experiment}; optuna-dashboard on the studies at the next port)",
+    ]
+    return "\n".join(lines)

@@ -25,7 +25,7 @@ from bench.config import ExperimentSpec
 from bench.core.atomic import write_json_atomic
 from bench.core.errors import CirbenchError
 from bench.core.runtime import set_core_share
-from bench.runner.parents import parent_run, tag_shared_run
+from bench.runner.parents import join_suite, parent_run, swept_values
 from bench.runner.suites import Point, SuiteRun
 from bench.tracking.store import client, default_tracking_uri
 from bench.train.checkpoints import TrainResult
@@ -79,6 +79,7 @@ def run_point(
     tags = {"cirbench.suite": run.suite.suite, "cirbench.point": point.label()}
     if trial is not None:
         tags["cirbench.trial"] = str(trial)
+    swept = swept_values(point, overrides)
     start = time.perf_counter()
     result = train(
         spec,
@@ -87,8 +88,9 @@ def run_point(
         parent_run_id=parent_id,
         tags=tags,
         on_epoch=on_epoch,
+        swept=swept,
     )
-    tag_shared_run(result.mlflow_run_id, run.suite.suite)
+    join_suite(result.mlflow_run_id, run.suite.suite, swept)
     if run.suite.submissions:
         point_submissions(run, spec, result, progress)
     return PointOutcome(

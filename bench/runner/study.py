@@ -53,6 +53,7 @@ from bench.runner.grid import (
 from bench.runner.parents import parent_run
 from bench.runner.storage import open_storage, safe_url, storage_url, study_lock, study_name_for
 from bench.runner.suites import Point, StudySpec, SuiteRun
+from bench.tracking.store import find_experiment_id, run_url
 from bench.train.session import build_session
 
 
@@ -201,6 +202,12 @@ def ask_trial(study: Any, spec: StudySpec, n_trials: int, high: int) -> tuple[An
     return trial, trial.suggest_int(spec.parameter, spec.low, high, log=spec.log)
 
 
+def mlflow_run_url(run: SuiteRun, run_id: str) -> str:
+    """The MLflow UI page of a trial's run (the UI of ``nox -s ui``)."""
+    experiment = find_experiment_id(run.experiment)
+    return run_url(experiment, run_id) if experiment else run_id
+
+
 def _run_trial(ctx: StudyContext, trial: Any, value: int, prune: bool = True) -> float:
     """Train every seed at ``value``; the objective is the mean over seeds (``prune``:
     the first seed's epochs may prune the trial)."""
@@ -231,6 +238,8 @@ def _run_trial(ctx: StudyContext, trial: Any, value: int, prune: bool = True) ->
         values.append(outcome.metrics[spec.objective])
         run_ids.append(outcome.run_id)
         trial.set_user_attr(f"seed{seed}", outcome.metrics[spec.objective])
+        if outcome.run_id:  # optuna-dashboard shows user attributes: a link per seed
+            trial.set_user_attr(f"mlflow_seed{seed}", mlflow_run_url(run, outcome.run_id))
     trial.set_user_attr("mlflow_run_ids", run_ids)
     trial.set_user_attr("std", statistics.stdev(values) if len(values) > 1 else 0.0)
     return statistics.fmean(values)
@@ -267,6 +276,8 @@ def run_study(
             pruner=pruner_for(spec),
             load_if_exists=True,
         )
+        if study.metric_names is None:  # optuna-dashboard's axis label ("Objective 0")
+            study.set_metric_names([spec.objective])
         if "bank_size" not in study.user_attrs:
             first = Point(run.methods[0], run.suite.datasets[0], spec.composition, run.seeds[0])
             bank = bank_size_of(run, first)

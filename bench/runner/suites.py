@@ -199,8 +199,12 @@ def list_suites() -> list[str]:
 
 
 def load_suite(name: str) -> SuiteSpec:
+    """A suite file by name (``experiments/suites/<name>.yaml``) or path; an unknown name
+    raises :class:`UnknownNameError` ("did you mean")."""
     path = suite_file(name)
     if not path.is_file():
+        if Path(name).suffix in (".yaml", ".yml"):
+            raise SpecError(f"{path}: suite file not found")
         raise UnknownNameError("suite", name, list_suites())
     data = read_yaml(path)
     try:
@@ -258,6 +262,8 @@ def resolve_data_roots(given: DataRoots, datasets: Iterable[str]) -> dict[str, P
         name, sep, folder = item.partition("=")
         if sep and name in format_names():
             explicit[name] = Path(folder).expanduser().resolve()
+        elif sep and name.isidentifier() and not Path(item).exists():
+            raise UnknownNameError("format", name, format_names())
         else:
             parents.append(Path(item).expanduser().resolve())
     return {name: _data_root(name, explicit, parents) for name in dict.fromkeys(datasets)}
@@ -307,15 +313,48 @@ class SuiteRun:
     ) -> SuiteRun:
         """The suite file ``suite_name`` under profile ``profile`` on the given data."""
         suite = load_suite(suite_name)
+        profile_ = get_profile(profile)
+        known = methods_with_bases()
+        for method in methods or ():
+            if method not in known:
+                raise UnknownNameError("method", method, known)
         return cls(
             suite,
-            get_profile(profile),
+            profile_,
             resolve_data_roots(data_root, suite.datasets),
             seeds_override=seeds,
             extra_overrides=overrides,
             storage=storage,
             methods_override=methods,
         )
+
+    def command(self, verb: str = "sweep") -> str:
+        """The ``cirbench`` command line that runs this suite as it was opened (the
+        user's profile, methods, seeds, data roots and storage kept), for hints."""
+        parts = ["cirbench", verb, self.suite.suite, "--profile", self.profile.name]
+        if self.methods_override:
+            parts += ["--methods", *self.methods_override]
+        if self.seeds_override:
+            parts += ["--seeds", *map(str, self.seeds_override)]
+        for name, folder in (self.data_roots or {}).items():
+            parts += ["--data-root", f"{name}={folder}"]
+        if self.storage:
+            parts += ["--storage", self.storage]
+        return " ".join(parts)
+
+    def check(self) -> None:
+        """Resolve every point's spec and check the names in it that only a later stage
+        would look up (the method class, the backbone), so a mistyped name fails before any work and
+        before an MLflow run exists."""
+        from methods import list_methods
+
+        specs = [self.spec(point) for point in self.points()]
+        registered = list_methods()
+        for name in sorted({spec.method.name for spec in specs}):
+            if name not in registered:
+                raise UnknownNameError("method", name, registered)
+        for arch in sorted({spec.backbone.arch for spec in specs}):
+            check_backbone(arch)
 
     @property
     def methods(self) -> list[str]:
@@ -405,6 +444,17 @@ class SuiteRun:
         source = f"suite {self.suite.suite} point [{point.label()}]"
         data = apply_overrides(data, [o for o in all_overrides if _applies(o, data)], source)
         return parse_spec(data, source=source)
+
+
+def check_backbone(arch: str) -> None:
+    """Raise :class:`UnknownNameError` unless ``arch`` names a backbone (an open_clip
+    architecture, or ``hf-blip:NAME`` / ``hf-blip2:NAME``, checked by their loaders)."""
+    from bench.backbones.base import split_family
+    from bench.backbones.clip import list_architectures
+
+    family, _ = split_family(arch)
+    if family is None and arch not in (known := list_architectures()):
+        raise UnknownNameError("backbone", arch, known)
 
 
 def cap_epochs(data: dict[str, Any], cap: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from bench.core.console import announce
 from bench.core.locks import exclusive
 from bench.core.paths import synthetic_root
 from bench.synthetic.baselines import (
@@ -112,6 +113,11 @@ def ensure_synthetic(size: str, seed: int, *, progress: bool = True) -> Path:
         partial = root.with_name(root.name + ".partial")
         if partial.exists():  # left by an interrupted generation: start again
             shutil.rmtree(partial)
+        if progress:
+            announce(
+                f"generating the synthetic benchmark ({size}, seed {seed}) into {root}",
+                "absent; once, every later run reuses it",
+            )
         generate(partial, seed=seed, size=size, progress=progress)
         partial.rename(root)
     return root

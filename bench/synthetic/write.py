@@ -288,7 +288,7 @@ def _render_pngs(
     for folder in sorted({str((root / im.path).parent) for root, im in images}):
         Path(folder).mkdir(parents=True, exist_ok=True)
     for root, im in tqdm(
-        images, desc=f"synthetic {size}: images", disable=not progress, unit="img"
+        images, desc=f"synthetic {size}: images", disable=not progress, unit="img", leave=False
     ):
         picture = render(
             im.kind, im.attributes, im.width, im.height, seeded_rng(seed, "render", im.name)
@@ -389,7 +389,9 @@ def _render_jpegs(
 ) -> None:
     """Render and save the CIRCO gallery as JPEGs with fixed settings."""
     image_dir.mkdir(parents=True, exist_ok=True)
-    for im in tqdm(images, desc=f"synthetic circo {size}: images", disable=not progress):
+    for im in tqdm(
+        images, desc=f"synthetic {size}: CIRCO images", disable=not progress, leave=False
+    ):
         picture = render(
             CIRCO_IMAGE_KIND,
             im.attributes,

@@ -56,11 +56,32 @@ log = logging.getLogger(__name__)
 # MLflow 3 sends usage telemetry (HTTP, 1 s timeouts) unless told not to; the suite runs
 # offline and on lent machines, so it is off unless the user set the variable.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# "Creating initial MLflow database tables..." and alembic's migration steps, on a new
+# store: bookkeeping that is not news to the user of a sweep
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 T = TypeVar("T")
 
 #: Environment for :func:`ui_command`: the UI without the job-execution workers.
 UI_ENV: dict[str, str] = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+#: Where the MLflow UI of :func:`ui_command` listens (``$CIRBENCH_MLFLOW_UI`` overrides it):
+#: the base of the run links written into reports and Optuna trials.
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+
+#: The experiment tag MLflow 3's UI reads to choose an experiment's first page; "custom
+#: model development" opens it on its runs (without the tag MLflow 3 opens the GenAI
+#: "Traces" page). The values are the UI's ``ExperimentKind`` enum.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: The experiment (and run) tag the UI shows as its description (Markdown).
+DESCRIPTION_TAG = "mlflow.note.content"
+#: Prefix of the experiment tags holding a saved view of the runs page (the UI's
+#: ``viewStateShareKey``: ``#/experiments/<id>/runs?viewStateShareKey=<key>``).
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+#: The URL parameter of MLflow 3's UI that shows the "Model training" side (runs).
+ML_WORKFLOW = "workflowType=machine_learning"
 
 #: MLflow's limits (``mlflow.utils.validation``).
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -113,6 +134,36 @@ def ui_command(uri: str | None = None) -> list[str]:
         "--workers",
         "1",
     ]
+
+
+def ui_url() -> str:
+    """Base URL of the MLflow UI (``$CIRBENCH_MLFLOW_UI``, else :data:`DEFAULT_UI_URL`)."""
+    return os.environ.get("CIRBENCH_MLFLOW_UI", "").strip().rstrip("/") or DEFAULT_UI_URL
+
+
+def run_url(experiment_id: str, run_id: str) -> str:
+    """The UI page of one run (on the "Model training" side of MLflow 3's UI)."""
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs/{run_id}?{ML_WORKFLOW}"
+
+
+def experiment_url(experiment_id: str, view: str | None = None) -> str:
+    """The UI's runs page of an experiment, opened on saved view ``view`` when given.
+
+    MLflow 3.17's UI chooses an experiment's first page by its own "GenAI / Model
+    training" toggle (stored in the browser, GenAI by default) rather than by the
+    experiment's :data:`EXPERIMENT_KIND_TAG`; the link's ``workflowType`` selects the
+    runs side, so it opens on the runs whatever the browser remembers."""
+    url = f"{ui_url()}/#/experiments/{experiment_id}/runs?{ML_WORKFLOW}"
+    return f"{url}&viewStateShareKey={view}" if view else url
+
+
+def run_name(base: str, composition: str, swept: dict[str, Any] | None = None) -> str:
+    """A training run's name: ``base`` (method-dataset-seed), then in brackets the
+    composition (left out for ``none`` alone) and the swept values:
+    ``clip4cir-fashioniq-s0[P+N K=300]``, ``clip4cir-fashioniq-s0[N neg_num=45]``."""
+    inside = [composition] if composition != "none" or swept else []
+    inside += [f"{k}={v}" for k, v in (swept or {}).items()]
+    return f"{base}[{' '.join(inside)}]" if inside else base
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -224,6 +275,7 @@ def get_or_create_experiment(mlflow_client: Any, uri: str, name: str) -> str:
                 mlflow_client.create_experiment,
                 name,
                 artifact_location=artifact_location_for(uri, name),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
             )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc):
@@ -237,7 +289,21 @@ def get_or_create_experiment(mlflow_client: Any, uri: str, name: str) -> str:
             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
             "or use another experiment name"
         )
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older cirbench
+        with_lock_retry(
+            mlflow_client.set_experiment_tag,
+            experiment.experiment_id,
+            EXPERIMENT_KIND_TAG,
+            EXPERIMENT_KIND,
+        )
     return experiment.experiment_id
+
+
+def find_experiment_id(experiment: str, tracking_uri: str | None = None) -> str | None:
+    """The id of experiment ``experiment``, ``None`` when it does not exist."""
+    uri = tracking_uri or default_tracking_uri()
+    found = with_lock_retry(client(uri).get_experiment_by_name, experiment)
+    return found.experiment_id if found is not None else None
 
 
 def find_runs(

@@ -52,7 +52,7 @@ from bench.evaluation.evaluate import evaluate_run
 from bench.formats import get_format
 from bench.stats import PER_QUERY_FILE, RunQueryValues
 from bench.tracking import TrackedRun
-from bench.tracking.store import PROCESS_TAG, RUN_DIR_TAG, end_dead_runs, this_process
+from bench.tracking.store import PROCESS_TAG, RUN_DIR_TAG, end_dead_runs, run_name, this_process
 from bench.train.budget import plan_phases
 from bench.train.checkpoints import RunStateError, TrainResult, TrainState, save_main
 from bench.train.data import eval_options, extra_eval_options
@@ -77,6 +77,7 @@ class TrainOptions:
     on_epoch: EpochHook | None = None
     parent_run_id: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    swept: dict[str, Any] = field(default_factory=dict)
 
 
 def select_value(metrics: dict[str, float], spec: ExperimentSpec) -> float:
@@ -98,6 +99,7 @@ def train(
     on_epoch: EpochHook | None = None,
     parent_run_id: str | None = None,
     tags: dict[str, Any] | None = None,
+    swept: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train and evaluate ``spec``; see the module docstring. Tracked in MLflow.
 
@@ -106,10 +108,21 @@ def train(
     ``on_epoch(phase, global_epoch, val_metrics)`` runs after each evaluated epoch (a
     study's pruning hook); ``parent_run_id`` nests the MLflow run (and that of an
     implicitly trained stage 1) under a suite's run, ``tags`` are added to both.
+    ``swept`` (short name -> value, e.g. ``{"K": 300}``: a suite's swept values) goes into
+    the run's name and params, beside the params ``composition``, ``method``, ``dataset``
+    that every run carries (axes of the UI's compare views).
     """
     preflight(spec, spec.name)  # the whole spec before any work
     options = TrainOptions(
-        resume, restart, progress, on_step, tracking, on_epoch, parent_run_id, dict(tags or {})
+        resume,
+        restart,
+        progress,
+        on_step,
+        tracking,
+        on_epoch,
+        parent_run_id,
+        dict(tags or {}),
+        dict(swept or {}),
     )
     run_dir = run_dir_for(spec)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +253,16 @@ def _run_tags(spec: ExperimentSpec, start: RunStart, extra: dict[str, Any]) -> d
     return tags | stage1_tags(spec)
 
 
+def axis_params(spec: ExperimentSpec) -> dict[str, str]:
+    """The short params every training run carries (the UI's compare and chart views use
+    params, not tags, as axes)."""
+    return {
+        "composition": spec.spn.composition.name,
+        "method": spec.method.name,
+        "dataset": spec.dataset.format,
+    }
+
+
 def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) -> TrainResult:
     finished = _finished_or_fresh(run_dir, options, spec)
     if finished is not None:
@@ -263,8 +286,8 @@ def _train_locked(spec: ExperimentSpec, run_dir: Path, options: TrainOptions) ->
         end_dead_runs(spec.experiment, spec.digest(), str(run_dir), keep=state.mlflow_run_id)
     with TrackedRun(
         spec.experiment,
-        spec.name if composition == "none" else f"{spec.name}[{composition}]",
-        params=spec.flat(),
+        run_name(spec.name, composition, options.swept),
+        params={**spec.flat(), **axis_params(spec), **options.swept},
         tags=_run_tags(spec, start, options.tags),
         run_id=state.mlflow_run_id,
         enabled=options.tracking,
@@ -412,9 +435,10 @@ def _end_epoch(
         step=state.global_epoch,
     )
     if session.progress:
-        tqdm.write(
+        headline = get_format(spec.dataset.format).headline_metric
+        tqdm.write(  # one line per epoch, the same fields for every format
             f"[{phase.name} {epoch + 1}/{training.settings.epochs}] loss {loss:.4f} "
-            + " ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "_" not in k)
+            f"val {headline} {metrics.get(headline, float('nan')):.2f}"
         )
     value = select_value(metrics, spec)
     if value > state.best_value:
