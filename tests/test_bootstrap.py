@@ -378,9 +378,9 @@ def test_report_tables_carry_intervals_val_size_and_published_gain(home):
         assert "2000 resamples" in text
         assert any("]*" in cell for row in main.rows for cell in row)  # P: resolved
         methods = next(t for name, t in tables.items() if name.endswith("_methods"))
-        assert {r[1] for r in methods.rows} == {"tgcir"}  # tgcir ranks above clip4cir
+        assert {r[1] for r in methods.rows} == {"TG-CIR"}  # tgcir ranks above clip4cir
         if suite == "ablation_spn":
-            n_row = next(r for r in main.rows if r[:2] == ["clip4cir", "N"])
+            n_row = next(r for r in main.rows if r[:2] == ["CLIP4CIR", "N"])
             assert "[" in n_row[-2] and not n_row[-2].endswith("*")  # +1 point: noise
             assert main.warning and "below the smallest resolvable difference" in main.warning
         else:

@@ -66,7 +66,8 @@ def test_loading_a_checkpoint_file_does_not_warn_of_random_weights(tmp_path, cap
 
     with caplog.at_level("WARNING"):
         random = load_backbone("cirbench-tiny", "random", seed=1)
-    assert "initialized randomly" in caplog.text  # open_clip's warning, true here
+    # open_clip's warning is silenced where random weights were asked for (a quiet terminal)
+    assert "initialized randomly" not in caplog.text
     path = tmp_path / "weights.pt"
     torch.save(random.model.state_dict(), path)
     caplog.clear()

@@ -143,6 +143,8 @@ def test_a_dead_processs_run_is_ended_killed_and_a_resume_does_not_repeat_points
     alive_dir.__enter__()
     assert end_dead_runs("rel", "d1", "/mine") == [alive_dir.run_id]
     alive.__exit__(None, None, None)
+    for leftover in (alive_dir, dead):  # leave no enclosing run to the tests after this one
+        leftover.__exit__(None, None, None)
 
     # a resumed run replaces the points it already holds; SIGTERM ends a run KILLED
     with TrackedRun("rel", "r", params={}) as first:

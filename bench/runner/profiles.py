@@ -45,5 +45,5 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
 def get_profile(name: str) -> Profile:
     profiles = load_profiles()
     if name not in profiles:
-        raise UnknownNameError(f"profile (in {PROFILES_FILE})", name, list(profiles))
+        raise UnknownNameError("profile", name, list(profiles))
     return profiles[name]
