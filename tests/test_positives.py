@@ -586,18 +586,21 @@ def test_folder_pool_with_explicit_oracle_metadata(synth, cache, backbone, tmp_p
 
 
 def test_second_build_does_no_work_and_a_new_window_recomputes_from_matching(
-    synth, backbone, tmp_path
+    synth, backbone, tmp_path, capsys
 ):
     cache = ArrayCache(tmp_path / "cache")
     spec = _spec(name="cached", dedup_threshold=0.9999)
     kwargs = {"cache": cache, "backbone": backbone, "progress": False}
-    first = build_positives(synth / "cirr", "cirr", spec, **kwargs)
+    first = build_positives(synth / "cirr", "cirr", spec, **{**kwargs, "progress": True})
     assert set(first.steps.values()) == {"computed"}
+    # the one-off generation is announced (what and why), never silent
+    assert "cirbench: generating the positive triplets 'cached'" in capsys.readouterr().err
     caption_file = synth / "cirr/captions/cap.rc2.train.extend_cached.json"
     mtime = caption_file.stat().st_mtime_ns
     misses = cache.stats.misses
-    second = build_positives(synth / "cirr", "cirr", spec, **kwargs)
+    second = build_positives(synth / "cirr", "cirr", spec, **{**kwargs, "progress": True})
     assert set(second.steps.values()) == {"cached"}
+    assert "generating the positive triplets" not in capsys.readouterr().err  # nothing new
     assert cache.stats.misses == misses and caption_file.stat().st_mtime_ns == mtime
     assert second.triplets == first.triplets
     moved = build_positives(

@@ -44,6 +44,7 @@ from bench.backbones.resolve import SYNTHETIC_WEIGHTS, resolve_weights, syntheti
 from bench.config import PositivesSpec
 from bench.core.arrays import ArrayCache
 from bench.core.atomic import write_json_atomic
+from bench.core.console import announce
 from bench.core.hashing import digest, image_list_digest
 from bench.core.paths import cache_dir
 from bench.formats import get_format
@@ -379,6 +380,12 @@ class PositivesBuild:
     def build(self) -> GeneratedSet:
         """Run every step and write the files (see the module docstring)."""
         spec = self.spec
+        if self.progress and read_provenance(self.root, self.format, spec.name) is None:
+            announce(
+                f"generating the positive triplets {spec.name!r} for P on {self.format} "
+                "(captioning the train images, matching references to targets)",
+                f"none are written yet; once, kept in {self.root}",
+            )
         triplets = self.triplets()
         groups = self.groups()
         captions_digest = digest(
