@@ -13,7 +13,7 @@ from bench.config.paths import SUITES_DIR
 from bench.report import build_report
 from bench.runner.ablate import sweep
 from bench.runner.storage import calibration_study_name, open_storage, storage_url
-from bench.runner.suites import SuiteRun, load_suite
+from bench.runner.suites import Point, SuiteRun, load_suite
 from bench.tracking import find_runs
 from tests.conftest import cirbench_home
 
@@ -64,6 +64,18 @@ def test_one_tiny_trial_per_study_end_to_end(tmp_path):
         trials = studies[stage].trials
         assert [t.state.name for t in trials] == ["COMPLETE"]
         assert 0 <= trials[0].value <= 100
+        # the first trial is the value the profile uses now (a small budget keeps it
+        # unless a trial beats it)
+        assert trials[0].user_attrs["incumbent"] is True
+        assert studies[stage].user_attrs["n_trials"] == 1
+    now1 = run.spec(Point("clip4cir", "fashioniq", "none", 0))
+    assert studies["stage1"].trials[0].params == {"train.lr": now1.train.lr, "train.epochs": 1}
+    now2 = run.spec(Point("clip4cir", "fashioniq", "N", 0)).spn.negatives
+    assert studies["stage2"].trials[0].params == {
+        "spn.negatives.lr": now2.lr,
+        "spn.negatives.tau": now2.tau,
+        "spn.negatives.epochs": 1,  # the quick profile's cap
+    }
     best1 = studies["stage1"].best_params
     assert studies["stage2"].user_attrs["fixed"] == [f"{k}={v}" for k, v in sorted(best1.items())]
     query = "tags.`cirbench.suite` = 'calibration' and tags.`cirbench.kind` = 'train'"
@@ -82,5 +94,6 @@ def test_one_tiny_trial_per_study_end_to_end(tmp_path):
     summary = (report.folder / "calibration.md").read_text()
     assert "| clip4cir | fashioniq |" in summary and "seed 1" in summary
     trials = (report.folder / "calibration_clip4cir_fashioniq.md").read_text()
-    assert "| stage1 | 0 | complete (best) |" in trials
-    assert "| stage2 | 0 | complete (best) |" in trials
+    assert "| stage1 | 0 | complete (best) (now) |" in trials
+    assert "| stage2 | 0 | complete (best) (now) |" in trials
+    assert "a budget of 1 trials per study" in summary

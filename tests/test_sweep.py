@@ -7,6 +7,7 @@ a journal file or a PostgreSQL server on loopback, reports are read back from ML
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -237,6 +238,19 @@ def test_grid_plot_exists_and_is_not_empty(tmp_path):
     text = (tmp_path / "ablation_spn" / "ablation_spn_fashioniq.md").read_text()
     for composition in ("none", "P", "N", "P+N"):
         assert f"| CLIP4CIR | {composition} |" in text
+    # stage 1 beside the single-modality attribute rankers, on CLIP4CIR's protocol
+    folder = tmp_path / "ablation_spn"
+    rows = list(csv.DictReader(io.StringIO((folder / "ablation_spn_fashioniq.csv").read_text())))
+    none = next(r for r in rows if r["method"] == "clip4cir" and r["composition"] == "none")
+    text = (folder / "ablation_spn_fashioniq_baselines.csv").read_text()
+    line = next(r for r in csv.DictReader(io.StringIO(text)) if r["method"] == "clip4cir")
+    assert float(line["stage1 Rmean"]) == pytest.approx(float(none["Rmean mean"]))
+    margin = float(line["stage1 Rmean"]) - max(
+        float(line["image_only Rmean"]), float(line["text_only Rmean"])
+    )
+    assert float(line["margin"]) == pytest.approx(margin)
+    assert line["beats_both"] == str(margin > 0)
+    assert line["protocol"] == "drop_reference"  # SPN's clip4cir/validate.py drops it
 
 
 # ----------------------------------------------------------------------------- studies
@@ -542,3 +556,18 @@ def test_mlflow_ui_in_a_real_browser_shows_runs_reports_and_the_compositions_vie
         for composition in ("none", "P", "N", "P+N"):
             page.get_by_text(composition, exact=True).first.wait_for()
         shot(page, "compositions_view")
+
+
+def test_shared_backbones_are_each_pretrained_once_longest_first():
+    """`cirbench ablate` pre-trains the synthetic backbones side by side before the grid's
+    workers start: each once (CLIP4CIR and TG-CIR share the synthetic CLIP, which is also
+    every method's positives matching backbone), the slowest first; the quick profile of
+    random weights pre-trains nothing."""
+    from bench.runner.grid import shared_backbones
+
+    run = SuiteRun.open("ablation_spn", "default")
+    jobs = shared_backbones(run, run.points())
+    assert [j["arch"] for j in jobs] == ["hf-blip2:tiny", "cirbench-tiny", "hf-blip:tiny"]
+    assert {(j["synthetic_size"], j["synthetic_seed"]) for j in jobs} == {("small", 0)}
+    quick = SuiteRun.open("ablation_spn", QUICK)
+    assert shared_backbones(quick, quick.points()) == []

@@ -329,6 +329,17 @@ def test_attribute_baselines_show_a_compositional_task(tiny: Path) -> None:
     assert attribute_baselines(tiny, "fashioniq", "test")["oracle"]["avg_R@10"] == 100.0
 
 
+def test_attribute_baselines_follow_a_methods_categories_and_protocol(tiny: Path) -> None:
+    full = attribute_baselines(tiny, "fashioniq", "val")
+    dress = attribute_baselines(tiny, "fashioniq", "val", categories=("dress",))
+    assert dress["image_only"]["avg_R@10"] == full["image_only"]["dress_R@10"]
+    assert "shirt_R@10" not in dress["image_only"]
+    # the image-only ranker puts the reference itself first; dropping it frees that rank
+    dropped = attribute_baselines(tiny, "fashioniq", "val", protocol="drop_reference")
+    assert dropped["image_only"]["avg_R@10"] >= full["image_only"]["avg_R@10"]
+    assert dropped["image_only"]["avg_R@50"] > full["image_only"]["avg_R@50"] - 1e-9
+
+
 def test_relative_edits_need_the_reference(tiny: Path) -> None:
     """Some edits leave the text alone with several allowed values ("is larger")."""
     mods = read(tiny / "fashioniq/metadata/modifications.dress.train.json")

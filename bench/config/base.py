@@ -9,6 +9,7 @@ validates with strict types: no ``true`` for a number, no ``1.5`` for an int, no
 
 from __future__ import annotations
 
+import copy
 import re
 import types
 import typing
@@ -81,18 +82,26 @@ def load_yaml_text(text: str) -> Any:
     return yaml.load(text, Loader=SpecLoader)
 
 
+#: Parsed YAML by file text: a suite resolves the same method files for every point, and
+#: parsing them again was most of a report's time.
+_parsed: dict[str, Any] = {}
+
+
 def read_yaml(path: Path) -> Any:
-    """A YAML file's content, or a :class:`SpecError` naming the file."""
+    """A YAML file's content (a fresh copy; the same text is parsed once), or a
+    :class:`SpecError` naming the file."""
     try:
         text = read_text(path)
     except DataFormatError as exc:
         raise SpecError(str(exc)) from None
-    try:
-        return load_yaml_text(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: malformed YAML: {exc}") from None
-    except RecursionError:
-        raise SpecError(f"{path}: YAML nested too deeply") from None
+    if text not in _parsed:
+        try:
+            _parsed[text] = load_yaml_text(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: malformed YAML: {exc}") from None
+        except RecursionError:
+            raise SpecError(f"{path}: YAML nested too deeply") from None
+    return copy.deepcopy(_parsed[text])
 
 
 def validate_strict(model: type[M], data: Any) -> M:

@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.core.atomic import process_alive, write_text_atomic
 from bench.core.errors import CirbenchError
 from bench.core.faults import reached
+from bench.report.baselines import baselines_table
 from bench.report.calibration import calibration_tables
 from bench.report.collect import TrackedPoint, collect_points, study_points
 from bench.report.paper import paper_table
@@ -109,6 +110,8 @@ def _grid_report(run: SuiteRun, staging: Path) -> tuple[list[Table], list[str], 
     tracked = [p for p in points if p.metrics]
     builder = {"paper": paper_table, "compositions": compositions_table, "axis": axis_table}
     tables = builder[kind.table](run, tracked)
+    if kind.table == "compositions":
+        tables += baselines_table(run, tracked)
     missing += _copy_submissions(run, tracked, staging)
     if kind.plot == "bars":
         plots = bars_plot(run, tracked, staging)

@@ -53,6 +53,7 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
     assert calibration is not None
     objective = calibration.objective
     summary_rows, summary_raw, tables, missing = [], [], [], []
+    budgets: set[Any] = set()
     for dataset in run.suite.datasets:
         for method in run.methods:
             rows, raw = [], []
@@ -76,12 +77,15 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
                     f"{k.rsplit('.', 1)[-1]} {_number(best.params.get(k))}" for k in keys
                 )
                 best_cells += [chosen, f"{best.value:.2f}", str(len(done)), now]
+                budgets.add(study.user_attrs.get("n_trials"))
                 record[f"{stage_name} trials"] = len(done)
                 record |= {f"{stage_name} best {k}": best.params.get(k) for k in keys}
                 record |= {f"{stage_name} best {objective}": best.value}
                 for trial in study.trials:
                     value = trial.value if trial.value is not None else math.nan
                     mark = " (best)" if trial.number == best.number else ""
+                    if trial.user_attrs.get("incumbent"):
+                        mark += " (now)"
                     values = ", ".join(
                         f"{k.rsplit('.', 1)[-1]} {_number(trial.params.get(k))}" for k in keys
                     )
@@ -124,11 +128,15 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
         "trials",
         "stage 2 now",
     ]
+    ran = sorted(b for b in budgets if b is not None)
+    budget = "/".join(map(str, ran)) if ran else str(calibration.trials(run.profile))
     note = (
         f"Val split of the synthetic world of seed {calibration.synthetic_seed} (the tables "
-        "report seed 0); mean over the profile's seeds; a budget of "
-        f"{calibration.trials(run.profile)} trials per study on this profile (`--trials` "
-        "overrides; 'trials': the finished ones). 'now': the value the synthetic profile uses."
+        f"report seed 0); mean over the profile's seeds; a budget of {budget} trials per "
+        f"study (the suite's is {calibration.n_trials}, capped by the profile's n_trials; "
+        "`--trials` overrides; 'trials': the finished ones). Each study's first trial is the "
+        "value the synthetic profile used when it started (marked 'now' in the trial "
+        "tables). 'now' here: the value the synthetic profile uses."
     )
     summary = Table(
         "calibration",

@@ -57,6 +57,32 @@ def suggest(trial: Any, key: str, space: SearchRange, max_epochs: int | None) ->
     return trial.suggest_float(key, space.low, space.high, log=space.log)
 
 
+def incumbent(
+    run: SuiteRun, method: str, dataset: str, stage: CalibrationStage, fixed: tuple[str, ...]
+) -> dict[str, float | int]:
+    """The values the synthetic profile uses now for ``stage``'s keys (each clamped into
+    its range): a study's first trial, so that with a small budget the chosen values are
+    the current ones unless a trial beats them on the calibration world's val split."""
+    spec = run.spec(Point(method, dataset, stage.composition, run.seeds[0]), fixed)
+    data = spec.model_dump()
+    values: dict[str, float | int] = {}
+    for key, space in stage.parameters.items():
+        value: Any = data
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise SweepError(
+                    f"suite {run.suite.suite}: calibrated key {key!r} is not a field of "
+                    f"{method}'s {dataset} spec"
+                )
+            value = value[part]
+        high = space.high
+        if space.integer and run.profile.max_epochs is not None and key.endswith("epochs"):
+            high = min(high, run.profile.max_epochs)
+        value = min(max(float(value), space.low), high)
+        values[key] = round(value) if space.integer else value
+    return values
+
+
 def assignments(values: dict[str, Any]) -> tuple[str, ...]:
     """``KEY=VALUE`` overrides of a trial's (or a best trial's) values."""
     return tuple(f"{k}={v}" for k, v in sorted(values.items()))
@@ -114,6 +140,7 @@ def run_stage(
             load_if_exists=True,
         )
         for key, value in {
+            "n_trials": n_trials,
             "suite": run.suite.suite,
             "method": method,
             "dataset": dataset,
@@ -125,9 +152,15 @@ def run_stage(
         }.items():
             study.set_user_attr(key, value)
         fail_dead_trials(study)
+        if not study.trials:
+            study.enqueue_trial(
+                incumbent(run, method, dataset, stage, fixed), user_attrs={"incumbent": True}
+            )
     while True:
         with study_lock(url, name):
-            if len(study.get_trials(deepcopy=False, states=live_states())) >= n_trials:
+            live = study.get_trials(deepcopy=False, states=live_states())
+            waiting = any(t.state == optuna.trial.TrialState.WAITING for t in live)
+            if len(live) >= n_trials and not waiting:  # the incumbent runs within any budget
                 return study
             trial = study.ask()
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")

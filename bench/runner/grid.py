@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.backbones.resolve import resolve_weights
+from bench.backbones.resolve import SYNTHETIC_WEIGHTS, resolve_weights
 from bench.config import ExperimentSpec
 from bench.core.atomic import write_json_atomic
 from bench.core.errors import CirbenchError
@@ -135,29 +135,82 @@ def _stage1_groups(points: list[Point]) -> list[list[Point]]:
     return list(groups.values())
 
 
-def prepare_shared_inputs(run: SuiteRun, points: list[Point], progress: bool) -> None:
-    """Build what every point of ``points`` reads and none owns (the synthetic data and a
-    synthetic pre-trained backbone) here, with all this process's threads, before workers
-    start: a worker limited to its share of the threads would otherwise build it while the
-    others wait on its lock. Only points whose stage 1 is still to train need them (a
-    finished stage 1 had both; later stages start from its checkpoint)."""
-    built: set[tuple[Any, ...]] = set()
+def prepare_shared_inputs(
+    run: SuiteRun, points: list[Point], progress: bool, workers: int = 1
+) -> None:
+    """Build what every point of ``points`` reads and none owns (the synthetic data and the
+    synthetic pre-trained backbones, :func:`shared_backbones`) before the grid's workers
+    start: a worker would otherwise build it while the others wait on its lock. The data
+    is written here; the backbones pre-train in up to ``workers`` processes side by side,
+    one torch thread each (on a 2-core CPU two tiny models train faster side by side than
+    one with two threads), or here with all this process's threads when one is missing."""
+    worlds = {}
+    for point in _unfinished(run, points):
+        data = run.spec(point).dataset
+        worlds.setdefault((data.root, data.synthetic_size, data.synthetic_seed), data)
+    for data in worlds.values():
+        dataset_root(data, progress=progress)
+    jobs = shared_backbones(run, points)
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            resolve_weights(**job, progress=progress)
+        return
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        list(pool.map(_pretrain_worker, [(job, WORKER_THREADS) for job in jobs]))
+
+
+def _unfinished(run: SuiteRun, points: list[Point]) -> list[Point]:
+    """The points whose stage 1 is still to train (a finished stage 1 had the data and the
+    backbone; later stages start from its checkpoint)."""
+    out = []
     for point in points:
         spec = run.spec(point)
-        data = spec.dataset
-        key = (data.root, data.synthetic_size, data.synthetic_seed, spec.backbone.arch)
         stage1 = spec if spec.is_stage1 else spec.stage1_spec()
-        if key in built or TrainResult.load(run_dir_for(stage1)) is not None:
-            continue
-        built.add(key)
-        dataset_root(data, progress=progress)
-        resolve_weights(
-            spec.backbone.arch,
-            spec.backbone.pretrained,
-            synthetic_size=data.synthetic_size,
-            synthetic_seed=data.synthetic_seed,
-            progress=progress,
-        )
+        if TrainResult.load(run_dir_for(stage1)) is None:
+            out.append(point)
+    return out
+
+
+def shared_backbones(run: SuiteRun, points: list[Point]) -> list[dict[str, Any]]:
+    """The synthetic pre-trained backbones the unfinished ``points`` read (each method's
+    backbone and the positives' matching backbone), once each, longest pre-training first
+    (:data:`PRETRAINING_ORDER`): keyword arguments of :func:`resolve_weights`."""
+    backbones: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for point in _unfinished(run, points):
+        spec = run.spec(point)
+        wanted = [spec.backbone]
+        positives = getattr(spec.spn, "positives", None)
+        if positives is not None:
+            wanted.append(positives.backbone)
+        for backbone in wanted:
+            if backbone.pretrained != SYNTHETIC_WEIGHTS:
+                continue
+            job = {
+                "arch": backbone.arch,
+                "pretrained": backbone.pretrained,
+                "synthetic_size": spec.dataset.synthetic_size,
+                "synthetic_seed": spec.dataset.synthetic_seed,
+            }
+            backbones.setdefault(tuple(job.values()), job)
+    return sorted(backbones.values(), key=lambda job: _pretraining_rank(job["arch"]))
+
+
+#: Synthetic pre-trainings, longest first (one torch thread, small world: BLIP-2's Q-Former
+#: with ITM about 3.5 min per epoch, the CLIP 2 min), so the longest starts first.
+PRETRAINING_ORDER = ("hf-blip2", "cirbench", "hf-blip")
+
+
+def _pretraining_rank(arch: str) -> int:
+    for rank, prefix in enumerate(PRETRAINING_ORDER):
+        if arch.startswith(prefix + ":") or arch.startswith(prefix + "-") or arch == prefix:
+            return rank
+    return len(PRETRAINING_ORDER)
+
+
+def _pretrain_worker(args: tuple[dict[str, Any], int]) -> str | None:
+    job, threads = args
+    limit_threads(threads)
+    return resolve_weights(**job, progress=False)
 
 
 def _grid_worker(args: tuple[Any, ...]) -> list[PointOutcome]:
@@ -178,7 +231,7 @@ def run_grid(run: SuiteRun, *, workers: int = 1, progress: bool = True) -> Sweep
                 bar.set_postfix_str(point.label())
                 result.outcomes.append(run_point(run, point, parent.run_id, progress))
         else:
-            prepare_shared_inputs(run, points, progress)
+            prepare_shared_inputs(run, points, progress, workers)
             groups = _stage1_groups(points)
             jobs = [(run, g, parent.run_id, WORKER_THREADS) for g in groups]
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

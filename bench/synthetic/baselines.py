@@ -30,7 +30,8 @@ from bench.core.errors import DataFormatError
 from bench.formats.circo import load_circo_split
 from bench.formats.cirr import load_cirr_split
 from bench.formats.fashioniq import CATEGORIES, load_fashioniq_split
-from bench.metrics import circo_metrics, cirr_metrics, fashioniq_average, fashioniq_metrics
+from bench.metrics import circo_metrics, cirr_metrics, fashioniq_average
+from bench.metrics.fashioniq import fashioniq_metrics_for_protocol
 from bench.synthetic.world import AttributeIndex
 
 RANKERS = ("image_only", "text_only", "oracle")
@@ -68,14 +69,23 @@ def score_split(
 
 
 def attribute_baselines(
-    root: str | Path, dataset: str, split: str = "val", *, seed: int = 0
+    root: str | Path,
+    dataset: str,
+    split: str = "val",
+    *,
+    seed: int = 0,
+    categories: Sequence[str] = CATEGORIES,
+    protocol: str = "full_gallery",
 ) -> dict[str, dict[str, float]]:
     """The official metrics (percent) of the three attribute rankers on one split of a
     synthetic benchmark, per ranker: FashionIQ recall (per category and averaged), CIRR
     recall and Rsubset, CIRCO mAP@k.
 
     ``root`` is the folder ``generate`` wrote (holding ``fashioniq/``, ``cirr/``, ``circo/``).
-    Test splits are scored with the targets kept in the modification sidecars.
+    Test splits are scored with the targets kept in the modification sidecars. FashionIQ
+    only: ``categories`` (averaged over these) and ``protocol`` (a FashionIQ evaluation
+    protocol, :mod:`bench.metrics.fashioniq`; default the official full gallery), so the
+    rankers score exactly the queries and gallery a method is evaluated on.
     """
     try:
         scorer = _BASELINES[dataset]
@@ -83,14 +93,22 @@ def attribute_baselines(
         raise ValueError(
             f"unknown dataset {dataset!r}; expected one of {', '.join(_BASELINES)}"
         ) from None
+    if dataset == "fashioniq":
+        return _fashioniq_baselines(Path(root), split, seed, tuple(categories), protocol)
     return scorer(Path(root), split, seed)
 
 
-def _fashioniq_baselines(root: Path, split: str, seed: int) -> dict[str, dict[str, float]]:
+def _fashioniq_baselines(
+    root: Path,
+    split: str,
+    seed: int,
+    categories: tuple[str, ...] = CATEGORIES,
+    protocol: str = "full_gallery",
+) -> dict[str, dict[str, float]]:
     base = root / "fashioniq"
     metadata = _read(base / "metadata" / "images.json")
     per_category: dict[str, dict[str, dict[str, float]]] = {name: {} for name in RANKERS}
-    for category in CATEGORIES:
+    for category in categories:
         data = load_fashioniq_split(base, category, split, images=False)
         mods_path = base / "metadata" / f"modifications.{category}.{split}.json"
         mods = _read(mods_path)
@@ -100,7 +118,9 @@ def _fashioniq_baselines(root: Path, split: str, seed: int) -> dict[str, dict[st
         aligned = [mods[q.index] for q in data.queries]
         scores = score_split(data.gallery, refs, aligned, metadata, seed=seed)
         for name in RANKERS:
-            per_category[name][category] = fashioniq_metrics(scores[name], data.gallery, targets)
+            per_category[name][category] = fashioniq_metrics_for_protocol(
+                protocol, scores[name], data.gallery, refs, targets
+            )
     return {name: fashioniq_average(per_category[name]) for name in RANKERS}
 
 
