@@ -4,6 +4,10 @@ report shows them."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import optuna
 import pytest
 import yaml
@@ -89,11 +93,57 @@ def test_one_tiny_trial_per_study_end_to_end(tmp_path):
     # a rerun with the same budget trains nothing more
     sweep(path, profile="quick", methods=("clip4cir",), storage=storage, n_trials=1, progress=False)
     assert len(optuna.load_study(study_name=name, storage=opened).trials) == 1
+    # a larger bank-stage budget with stage 1 kept at the incumbent adds one stage-2 trial
+    sweep(
+        path,
+        profile="quick",
+        methods=("clip4cir",),
+        storage=storage,
+        n_trials=2,
+        stage1_trials=1,
+        progress=False,
+    )
+    for stage, count in (("stage1", 1), ("stage2", 2)):
+        name = calibration_study_name(run, "clip4cir", "fashioniq", stage)
+        study = optuna.load_study(study_name=name, storage=opened)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * count
+        assert study.user_attrs["n_trials"] == count
 
     report = build_report(path, profile="quick", methods=("clip4cir",), storage=storage, out=out)
     summary = (report.folder / "calibration.md").read_text()
     assert "| clip4cir | fashioniq |" in summary and "seed 1" in summary
     trials = (report.folder / "calibration_clip4cir_fashioniq.md").read_text()
     assert "| stage1 | 0 | complete (best) (now) |" in trials
-    assert "| stage2 | 0 | complete (best) (now) |" in trials
-    assert "a budget of 1 trials per study" in summary
+    assert "| stage2 | 0 | complete" in trials and "| stage2 | 1 | complete" in trials
+    assert "trials per study: 1 (stage1) and 2 (stage2)" in summary
+
+
+def test_an_incumbent_whose_worker_died_is_measured_again(tmp_path):
+    """A calibration killed while it trained the incumbent (the profile's current values)
+    does not lose it: the rerun marks the dead trial failed and enqueues the incumbent
+    again, so a budget of 1 still measures the current values, not a random draw."""
+    path = _suite_file(tmp_path, datasets=["fashioniq"])
+    storage = str(tmp_path / "journal.log")
+    run = SuiteRun.open(path, "quick", methods=("clip4cir",), storage=storage)
+    name = calibration_study_name(run, "clip4cir", "fashioniq", "stage1")
+    study = optuna.create_study(
+        study_name=name, storage=open_storage(storage_url(storage)), direction="maximize"
+    )
+    now = run.spec(Point("clip4cir", "fashioniq", "none", 0)).train
+    study.enqueue_trial({"train.lr": now.lr, "train.epochs": 1}, user_attrs={"incumbent": True})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")  # killed mid-trial
+    sweep(
+        path,
+        profile="quick",
+        methods=("clip4cir",),
+        storage=storage,
+        n_trials=1,
+        progress=False,
+    )
+    trials = optuna.load_study(study_name=name, storage=open_storage(storage_url(storage))).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["incumbent"] is True
+    assert trials[1].params == {"train.lr": now.lr, "train.epochs": 1}

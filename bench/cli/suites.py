@@ -62,6 +62,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         storage=args.storage,
         n_trials=args.trials,
+        stage1_trials=args.stage1_trials,
         overrides=tuple(args.set),
         progress=not args.quiet,
     )
@@ -205,6 +206,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--seeds", type=int, nargs="+", help="override the profile's seeds")
     sweep.add_argument("--workers", type=int, default=1, help="worker processes")
     sweep.add_argument("--trials", type=int, help="study trials in total (default: profile's)")
+    sweep.add_argument(
+        "--stage1-trials",
+        type=int,
+        help="calibration suites: trials of each stage-1 study (default: --trials); 1 keeps "
+        "the profile's stage 1 (the incumbent) and spends the budget on the bank stage",
+    )
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_dry_run_arguments(sweep)
     sweep.set_defaults(handler=_cmd_sweep)

@@ -53,7 +53,7 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
     assert calibration is not None
     objective = calibration.objective
     summary_rows, summary_raw, tables, missing = [], [], [], []
-    budgets: set[Any] = set()
+    budgets: dict[str, set[Any]] = {}
     for dataset in run.suite.datasets:
         for method in run.methods:
             rows, raw = [], []
@@ -77,7 +77,7 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
                     f"{k.rsplit('.', 1)[-1]} {_number(best.params.get(k))}" for k in keys
                 )
                 best_cells += [chosen, f"{best.value:.2f}", str(len(done)), now]
-                budgets.add(study.user_attrs.get("n_trials"))
+                budgets.setdefault(stage_name, set()).add(study.user_attrs.get("n_trials"))
                 record[f"{stage_name} trials"] = len(done)
                 record |= {f"{stage_name} best {k}": best.params.get(k) for k in keys}
                 record |= {f"{stage_name} best {objective}": best.value}
@@ -128,15 +128,20 @@ def calibration_tables(run: SuiteRun) -> tuple[list[Table], list[str]]:
         "trials",
         "stage 2 now",
     ]
-    ran = sorted(b for b in budgets if b is not None)
-    budget = "/".join(map(str, ran)) if ran else str(calibration.trials(run.profile))
+    ran = {
+        stage: "/".join(str(b) for b in sorted(b for b in found if b is not None))
+        for stage, found in budgets.items()
+    }
+    budget = " and ".join(
+        f"{ran[stage]} ({stage})" for stage in STAGE_NAMES if ran.get(stage)
+    ) or str(calibration.trials(run.profile))
     note = (
         f"Val split of the synthetic world of seed {calibration.synthetic_seed} (the tables "
-        f"report seed 0); mean over the profile's seeds; a budget of {budget} trials per "
-        f"study (the suite's is {calibration.n_trials}, capped by the profile's n_trials; "
-        "`--trials` overrides; 'trials': the finished ones). Each study's first trial is the "
-        "value the synthetic profile used when it started (marked 'now' in the trial "
-        "tables). 'now' here: the value the synthetic profile uses."
+        f"report seed 0); mean over the profile's seeds; trials per study: {budget} "
+        f"(the suite's budget is {calibration.n_trials}, capped by the profile's n_trials; "
+        "`--trials` and `--stage1-trials` override; 'trials': the finished ones). Each "
+        "study's first trial is the value the synthetic profile used when it started "
+        "(marked 'now' in the trial tables). 'now' here: the value the profile uses."
     )
     summary = Table(
         "calibration",

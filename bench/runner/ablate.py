@@ -42,6 +42,7 @@ def sweep(
     n_trials: int | None = None,
     overrides: tuple[str, ...] = (),
     progress: bool = True,
+    stage1_trials: int | None = None,
 ) -> SweepResult:
     """Run one suite (grid or study) under a profile."""
     if distributed.is_distributed():
@@ -66,7 +67,13 @@ def sweep(
     run.check()
     check_suite(run)
     if run.suite.kind == "calibration":
-        return run_calibration(run, storage=storage, n_trials=n_trials, progress=progress)
+        return run_calibration(
+            run,
+            storage=storage,
+            n_trials=n_trials,
+            stage1_trials=stage1_trials,
+            progress=progress,
+        )
     if run.suite.kind == "study":
         result = run_study(
             run, storage=storage, workers=workers, n_trials=n_trials, progress=progress

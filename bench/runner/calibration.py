@@ -152,7 +152,8 @@ def run_stage(
         }.items():
             study.set_user_attr(key, value)
         fail_dead_trials(study)
-        if not study.trials:
+        measured = [t for t in study.trials if t.user_attrs.get("incumbent")]
+        if not any(t.state in live_states() for t in measured):  # new, or its trial died
             study.enqueue_trial(
                 incumbent(run, method, dataset, stage, fixed), user_attrs={"incumbent": True}
             )
@@ -182,9 +183,12 @@ def run_calibration(
     *,
     storage: str | None = None,
     n_trials: int | None = None,
+    stage1_trials: int | None = None,
     progress: bool = True,
 ) -> SweepResult:
-    """Every method's and dataset's two studies (see the module docstring)."""
+    """Every method's and dataset's two studies (see the module docstring); ``n_trials``
+    per study (default: the suite's budget), ``stage1_trials`` for the stage-1 studies
+    (default: ``n_trials``; 1 runs only the incumbent, the profile's stage 1)."""
     if run.suite.calibration is None:
         raise SweepError(f"suite {run.suite.suite} is not a calibration")
     if run.real:
@@ -194,6 +198,7 @@ def run_calibration(
         )
     url = storage_url(storage)
     trials = run.suite.calibration.trials(run.profile, n_trials)
+    budget = {"stage1": stage1_trials or trials, "stage2": trials}
     start = time.perf_counter()
     with parent_run(run, "calibration") as parent:
         parent.set_tags({"cirbench.optuna_storage": safe_url(url)})
@@ -205,11 +210,18 @@ def run_calibration(
                     if progress:
                         print(
                             f"[cirbench calibration] {method} {dataset} {stage_name}: "
-                            f"{trials} trials",
+                            f"{budget[stage_name]} trials",
                             flush=True,
                         )
                     study = run_stage(
-                        run, method, dataset, stage_name, fixed, trials, url, parent.run_id
+                        run,
+                        method,
+                        dataset,
+                        stage_name,
+                        fixed,
+                        budget[stage_name],
+                        url,
+                        parent.run_id,
                     )
                     chosen = study.best_params
                     best[f"{method}.{dataset}.{stage_name}"] = chosen
