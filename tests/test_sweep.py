@@ -571,3 +571,27 @@ def test_shared_backbones_are_each_pretrained_once_longest_first():
     assert {(j["synthetic_size"], j["synthetic_seed"]) for j in jobs} == {("small", 0)}
     quick = SuiteRun.open("ablation_spn", QUICK)
     assert shared_backbones(quick, quick.points()) == []
+
+
+def test_an_anchor_the_suite_gains_is_measured_on_the_next_run(tmp_path):
+    """`bank_size` anchors both ends of the curve (the whole bank, 4 negatives): a study
+    begun before the suite declared an anchor measures it on its next run, unpruned, even
+    when the trial budget is already spent."""
+    import yaml
+
+    from bench.config.paths import SUITES_DIR
+
+    data = yaml.safe_load((SUITES_DIR / "bank_size.yaml").read_text())
+    assert data["study"]["enqueue"] == [4]
+    without = {**data, "study": {k: v for k, v in data["study"].items() if k != "enqueue"}}
+    path = tmp_path / "bank_size.yaml"
+    path.write_text(yaml.safe_dump(without))
+    storage = str(tmp_path / "study.log")
+    sweep(str(path), profile=QUICK, storage=storage, n_trials=1, progress=False)
+    assert [t.user_attrs.get("anchor") for t in _load(storage).trials] == [True]
+    path.write_text(yaml.safe_dump(data))
+    sweep(str(path), profile=QUICK, storage=storage, n_trials=1, progress=False)
+    study = _load(storage)
+    values = [t.params["spn.negatives.neg_num"] for t in study.trials]
+    assert values == [study.user_attrs["bank_size"] - 1, 4]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]

@@ -284,10 +284,12 @@ def run_study(
             study.set_user_attr("bank_size", bank)
             study.set_user_attr("suite", run.suite.suite)
             study.set_user_attr("objective", f"{spec.direction} val {spec.objective}")
-        if "anchors" not in study.user_attrs:
-            # the whole bank (the paper's setting) and the suite's declared values
-            bank = int(study.user_attrs["bank_size"])
-            study.set_user_attr("anchors", anchor_values(spec, bank))
+        # the whole bank (the paper's setting) and the suite's declared values; an anchor
+        # the suite file gained since the study began is added (and measured next)
+        declared = anchor_values(spec, int(study.user_attrs["bank_size"]))
+        anchors = list(study.user_attrs.get("anchors", []))
+        if any(v not in anchors for v in declared):
+            study.set_user_attr("anchors", anchors + [v for v in declared if v not in anchors])
         fail_dead_trials(study)
         enqueue_missing_anchors(study, spec)
     # stage 1 once, before workers start, so they do not queue on its lock
