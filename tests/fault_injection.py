@@ -241,12 +241,15 @@ def sweep_campaign(
 
 
 def _rows(table: Path) -> list[dict[str, str]]:
-    """A report table's rows without the Optuna trial number (a killed trial keeps its
-    number as FAIL, so the redone one has the next), in the table's order."""
+    """A report table's rows without the Optuna trial number, in a canonical order (a
+    killed trial keeps its number as FAIL and the redone one gets the next, so with two
+    anchors a killed first one is listed after the second)."""
     import csv
+    import json
 
     with table.open(newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "trial"} for row in csv.DictReader(handle)]
+        rows = [{k: v for k, v in row.items() if k != "trial"} for row in csv.DictReader(handle)]
+    return sorted(rows, key=lambda row: json.dumps(row, sort_keys=True))
 
 
 def _same_study(reference_home: Path, kill_home: Path, trials: int) -> str:
