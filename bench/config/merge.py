@@ -53,3 +53,12 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def dotted(data: dict[str, Any], key: str) -> Any:
+    """``data["a"]["b"]`` for ``"a.b"`` (None where absent)."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data

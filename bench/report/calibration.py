@@ -10,21 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench.config.merge import dotted
 from bench.report.tables import Table, synthetic_note
 from bench.runner.storage import calibration_study_name, open_storage, storage_url
 from bench.runner.suites import Point, SuiteRun
 
 #: The studies of a calibration, in the order they run (bench.runner.calibration.STAGES).
 STAGE_NAMES = ("stage1", "stage2")
-
-
-def dotted(data: dict[str, Any], key: str) -> Any:
-    """``data["a"]["b"]`` for ``"a.b"`` (None where absent)."""
-    for part in key.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
 
 
 def _number(value: Any) -> str:

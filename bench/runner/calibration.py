@@ -30,6 +30,7 @@ from typing import Any
 
 import optuna
 
+from bench.config.merge import dotted
 from bench.runner.grid import SweepError, SweepResult, run_point
 from bench.runner.parents import parent_run
 from bench.runner.storage import (
@@ -46,15 +47,20 @@ from bench.runner.suites import CalibrationStage, Point, SearchRange, SuiteRun
 STAGES = ("stage1", "stage2")
 
 
+def searched_high(key: str, space: SearchRange, max_epochs: int | None) -> float:
+    """The top of ``key``'s range: at most the profile's ``max_epochs`` for an integer
+    ``...epochs`` key (the quick profile's cap holds for the searched epochs too)."""
+    if space.integer and max_epochs is not None and key.endswith("epochs"):
+        return min(space.high, max_epochs)
+    return space.high
+
+
 def suggest(trial: Any, key: str, space: SearchRange, max_epochs: int | None) -> float | int:
-    """One value of ``key`` from its range; an ``...epochs`` key at most the profile's
-    ``max_epochs`` (the quick profile's cap holds for the searched epochs too)."""
+    """One value of ``key`` from its range (see :func:`searched_high`)."""
+    high = searched_high(key, space, max_epochs)
     if space.integer:
-        high = int(space.high)
-        if max_epochs is not None and key.endswith("epochs"):
-            high = min(high, max_epochs)
-        return trial.suggest_int(key, min(int(space.low), high), high, log=space.log)
-    return trial.suggest_float(key, space.low, space.high, log=space.log)
+        return trial.suggest_int(key, min(int(space.low), int(high)), int(high), log=space.log)
+    return trial.suggest_float(key, space.low, high, log=space.log)
 
 
 def incumbent(
@@ -63,21 +69,16 @@ def incumbent(
     """The values the synthetic profile uses now for ``stage``'s keys (each clamped into
     its range): a study's first trial, so that with a small budget the chosen values are
     the current ones unless a trial beats them on the calibration world's val split."""
-    spec = run.spec(Point(method, dataset, stage.composition, run.seeds[0]), fixed)
-    data = spec.model_dump()
+    data = run.spec(Point(method, dataset, stage.composition, run.seeds[0]), fixed).model_dump()
     values: dict[str, float | int] = {}
     for key, space in stage.parameters.items():
-        value: Any = data
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                raise SweepError(
-                    f"suite {run.suite.suite}: calibrated key {key!r} is not a field of "
-                    f"{method}'s {dataset} spec"
-                )
-            value = value[part]
-        high = space.high
-        if space.integer and run.profile.max_epochs is not None and key.endswith("epochs"):
-            high = min(high, run.profile.max_epochs)
+        value = dotted(data, key)
+        if value is None:
+            raise SweepError(
+                f"suite {run.suite.suite}: calibrated key {key!r} is not a field of "
+                f"{method}'s {dataset} spec"
+            )
+        high = searched_high(key, space, run.profile.max_epochs)
         value = min(max(float(value), space.low), high)
         values[key] = round(value) if space.integer else value
     return values
