@@ -563,10 +563,10 @@ def test_shared_backbones_are_each_pretrained_once_longest_first():
     workers start: each once (CLIP4CIR and TG-CIR share the synthetic CLIP, which is also
     every method's positives matching backbone), the slowest first; the quick profile of
     random weights pre-trains nothing."""
-    from bench.runner.grid import shared_backbones
+    from bench.runner.grid import shared_backbones, unfinished
 
     run = SuiteRun.open("ablation_spn", "default")
-    jobs = shared_backbones(run, run.points())
+    jobs = shared_backbones(run, unfinished(run, run.points()))
     assert [j["arch"] for j in jobs] == ["hf-blip2:tiny", "cirbench-tiny", "hf-blip:tiny"]
     assert {(j["synthetic_size"], j["synthetic_seed"]) for j in jobs} == {("small", 0)}
     quick = SuiteRun.open("ablation_spn", QUICK)

@@ -145,7 +145,8 @@ def prepare_shared_inputs(
     one torch thread each (on a 2-core CPU two tiny models train faster side by side than
     one with two threads), or here with all this process's threads when one is missing."""
     worlds = {}
-    for point in _unfinished(run, points):
+    points = unfinished(run, points)
+    for point in points:
         data = run.spec(point).dataset
         worlds.setdefault((data.root, data.synthetic_size, data.synthetic_seed), data)
     for data in worlds.values():
@@ -159,7 +160,7 @@ def prepare_shared_inputs(
         list(pool.map(_pretrain_worker, [(job, WORKER_THREADS) for job in jobs]))
 
 
-def _unfinished(run: SuiteRun, points: list[Point]) -> list[Point]:
+def unfinished(run: SuiteRun, points: list[Point]) -> list[Point]:
     """The points whose stage 1 is still to train (a finished stage 1 had the data and the
     backbone; later stages start from its checkpoint)."""
     out = []
@@ -172,11 +173,12 @@ def _unfinished(run: SuiteRun, points: list[Point]) -> list[Point]:
 
 
 def shared_backbones(run: SuiteRun, points: list[Point]) -> list[dict[str, Any]]:
-    """The synthetic pre-trained backbones the unfinished ``points`` read (each method's
-    backbone and the positives' matching backbone), once each, longest pre-training first
-    (:data:`PRETRAINING_ORDER`): keyword arguments of :func:`resolve_weights`."""
+    """The synthetic pre-trained backbones ``points`` read (each method's backbone and the
+    positives' matching backbone; pass the :func:`unfinished` ones), once each, longest
+    pre-training first (:data:`PRETRAINING_ORDER`): keyword arguments of
+    :func:`resolve_weights`."""
     backbones: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for point in _unfinished(run, points):
+    for point in points:
         spec = run.spec(point)
         wanted = [spec.backbone]
         positives = getattr(spec.spn, "positives", None)
