@@ -57,10 +57,11 @@ def synth(session: nox.Session) -> None:
 
 
 def _profile(session: nox.Session) -> list[str]:
-    """``--quick`` / ``--full`` in posargs select the profile; the rest passes through."""
+    """``--quick`` / ``--small`` / ``--full`` in posargs select the profile; the rest
+    passes through."""
     args = list(session.posargs)
     profile = "default"
-    for flag in ("--quick", "--full"):
+    for flag in ("--quick", "--small", "--full"):
         if flag in args:
             args.remove(flag)
             profile = flag[2:]
@@ -72,7 +73,8 @@ def ablate(session: nox.Session) -> None:
     """The default reproduction end to end: synthetic data, backbone, every suite, reports.
 
     ``nox -s ablate`` (default profile), ``nox -s ablate -- --quick`` (CI-sized),
-    ``nox -s ablate -- --full``, ``nox -s ablate -- --data-root /data/fashionIQ_dataset``.
+    ``nox -s ablate -- --small`` (the calibrated world), ``nox -s ablate -- --full``,
+    ``nox -s ablate -- --data-root /data/fashionIQ_dataset``.
     Interrupt it at any time: rerunning resumes, nothing finished is recomputed.
     """
     session.run("cirbench", "ablate", *_profile(session))

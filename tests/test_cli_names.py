@@ -86,6 +86,6 @@ def test_every_command_help_says_what_it_does_and_the_suite_commands_what_profil
     for name in ("sweep", "report", "ablate"):
         text = commands.choices[name].format_help()
         assert "profiles (--profile):" in text, name
-        for profile in ("quick", "default", "full"):
+        for profile in ("quick", "default", "small", "full"):
             assert f"\n  {profile} " in text, (name, profile)
         assert "min" in text or "hour" in text, name  # what each profile costs

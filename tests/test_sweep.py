@@ -568,7 +568,7 @@ def test_shared_backbones_are_each_pretrained_once_longest_first():
     run = SuiteRun.open("ablation_spn", "default")
     jobs = shared_backbones(run, unfinished(run, run.points()))
     assert [j["arch"] for j in jobs] == ["hf-blip2:tiny", "cirbench-tiny", "hf-blip:tiny"]
-    assert {(j["synthetic_size"], j["synthetic_seed"]) for j in jobs} == {("small", 0)}
+    assert {(j["synthetic_size"], j["synthetic_seed"]) for j in jobs} == {("compact", 0)}
     quick = SuiteRun.open("ablation_spn", QUICK)
     assert shared_backbones(quick, quick.points()) == []
 

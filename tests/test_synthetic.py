@@ -385,7 +385,26 @@ def test_pool_images_are_in_no_triplet_and_have_metadata(tiny: Path) -> None:
 # --------------------------------------------------------------------------- sizes
 
 
-@pytest.mark.parametrize("size", ["small", "default"])
+def test_every_size_is_one_vocabulary() -> None:
+    """The spec's size names (bench.config.spec.SYNTHETIC_SIZES) are the sizes the world
+    and CIRCO define, smallest first."""
+    from bench.config.spec import SYNTHETIC_SIZES
+    from bench.synthetic.circo import CIRCO_SIZES
+
+    assert tuple(SIZES) == SYNTHETIC_SIZES == tuple(CIRCO_SIZES)
+    trains = [3 * SIZES[s].fiq_triplets["train"] + SIZES[s].cirr_queries["train"] for s in SIZES]
+    assert trains == sorted(trains)
+
+
+def test_compact_keeps_small_val_splits() -> None:
+    """The default profile's world resolves what small resolves: the same val queries."""
+    compact, small = SIZES["compact"], SIZES["small"]
+    assert compact.fiq_triplets["val"] == small.fiq_triplets["val"]
+    assert compact.cirr_queries["val"] == small.cirr_queries["val"]
+    assert compact.fiq_triplets["train"] < small.fiq_triplets["train"]
+
+
+@pytest.mark.parametrize("size", ["compact", "small", "default"])
 def test_larger_sizes_can_be_planned(size: str) -> None:
     """Planning (no rendering) places every triplet and query of the size."""
     spec = SIZES[size]

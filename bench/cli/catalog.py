@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from bench.config.spec import SYNTHETIC_SIZES
+
 
 def _cmd_methods(args: argparse.Namespace) -> int:
     from methods import get_method_class, list_methods
@@ -74,7 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "pretrain", help="pre-train the small CLIP on the synthetic benchmark (cached)"
     )
     pretrain.add_argument("--arch", default="cirbench-tiny")
-    pretrain.add_argument("--size", choices=("tiny", "small", "default"), default="default")
+    pretrain.add_argument("--size", choices=SYNTHETIC_SIZES, default="default")
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--quiet", action="store_true")
     pretrain.set_defaults(handler=_cmd_backbone_pretrain)

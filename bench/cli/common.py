@@ -35,7 +35,9 @@ def profiles_help() -> str:
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``sweep``, ``report`` and ``ablate``."""
     parser.add_argument(
-        "--profile", default="default", help="quick | default | full (see below; default: default)"
+        "--profile",
+        default="default",
+        help="quick | default | small | full (see below; default: default)",
     )
     parser.add_argument(
         "--data-root",

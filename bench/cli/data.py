@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.config.spec import SYNTHETIC_SIZES
 from bench.core.errors import CirbenchError
 from bench.formats import format_names
 from bench.formats.records import CIRSplit
@@ -147,7 +148,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--out", required=True, type=Path, help="output folder")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", choices=("tiny", "small", "default"), default="default")
+    synth.add_argument("--size", choices=SYNTHETIC_SIZES, default="default")
     synth.add_argument("--json", action="store_true", help="print the report as JSON")
     synth.add_argument("--quiet", action="store_true", help="no progress bars")
     synth.set_defaults(handler=_cmd_data_synth)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -35,10 +35,16 @@ SPEC_SCHEMA = 3
 RUNTIME_ONLY = (("train", "num_workers", 0),)
 
 
+#: The synthetic benchmark's sizes, smallest first (their counts:
+#: ``bench.synthetic.world.SIZES``; ``compact`` is the default profile's world).
+SyntheticSize = Literal["tiny", "compact", "small", "default"]
+SYNTHETIC_SIZES: tuple[str, ...] = get_args(SyntheticSize)
+
+
 class DatasetSpec(Strict):
     format: str = Field(description="a registered format (bench.formats.format_names())")
     root: str = SYNTHETIC
-    synthetic_size: Literal["tiny", "small", "default"] = "default"
+    synthetic_size: SyntheticSize = "default"
     synthetic_seed: int = 0
     categories: tuple[Literal["dress", "shirt", "toptee"], ...] = Field(
         default=("dress", "shirt", "toptee"), min_length=1

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError
 from bench.config import SpecError, Strict, read_yaml, validation_problems
 from bench.config.base import validate_strict
 from bench.config.paths import PROFILES_FILE
+from bench.config.spec import SyntheticSize
 from bench.core.errors import UnknownNameError
 
 
@@ -18,7 +19,7 @@ class Profile(Strict):
 
     name: str
     description: str = ""
-    synthetic_size: Literal["tiny", "small", "default"] = "small"
+    synthetic_size: SyntheticSize = "compact"
     seeds: tuple[int, ...] = (0,)
     max_epochs: int | None = Field(default=None, ge=1, description="cap on every phase")
     max_train_queries: int | None = Field(default=None, gt=0)

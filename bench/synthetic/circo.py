@@ -100,6 +100,11 @@ CIRCO_SIZES: dict[str, CircoSize] = {
         queries={"val": 40, "test": 40},
         vocab={"shape": 4, "color": 5, "pattern": 3, "size": 3, "length": 3},
     ),
+    "compact": CircoSize(  # as small (zero-shot evaluation only: no training data)
+        images=1200,
+        queries={"val": 120, "test": 240},
+        vocab={"shape": 6, "color": 7, "pattern": 4, "size": 3, "length": 3},
+    ),
     "small": CircoSize(
         images=1200,
         queries={"val": 120, "test": 240},

@@ -93,6 +93,19 @@ SIZES: dict[str, SizeSpec] = {
         pool_fiq=40,
         pool_cirr=96,
     ),
+    # the default profile's world: small's val splits (as many queries to resolve a
+    # difference) and vocabularies, about a third of its training data and pre-training
+    # pairs, so that `nox -s ablate` fits 30 minutes on a 2-core CPU
+    "compact": SizeSpec(
+        fiq_images={"train": 300, "val": 400, "test": 200},
+        fiq_triplets={"train": 250, "val": 300, "test": 100},
+        fiq_vocab={"shape": 5, "color": 7, "pattern": 4, "size": 3, "length": 3},
+        cirr_images={"train": 480, "val": 480, "test1": 288},
+        cirr_queries={"train": 500, "val": 500, "test1": 300},
+        cirr_family=24,
+        pool_fiq=100,
+        pool_cirr=240,
+    ),
     "small": SizeSpec(
         fiq_images={"train": 800, "val": 400, "test": 300},
         fiq_triplets={"train": 800, "val": 300, "test": 200},
