@@ -463,3 +463,42 @@ def test_the_real_recipe_equals_the_reference_command_it_cites(method):
         assert positives.templates == tuple(resolve_template(t) for t in templates)
         if "word_num" in gen:
             assert positives.captioner_options["words"] == int(gen["word_num"])
+
+
+def test_a_synthetic_size_block_applies_over_the_profile_and_its_dataset(tmp_path):
+    """``synthetic.sizes.<size>`` (and its ``datasets`` entry) wins over the profile's block
+    and its dataset entry, only for that size; a wrong size name or a size block on the
+    real profile is an error naming the file."""
+    from bench.config.base import SpecError
+
+    (tmp_path / "m.yaml").write_text(
+        "method: m\n"
+        "synthetic:\n"
+        "  train: {lr: 1.0e-3, epochs: 2}\n"
+        "  datasets: {cirr: {train: {epochs: 4}}}\n"
+        "  sizes:\n"
+        "    compact:\n"
+        "      train: {lr: 2.0e-4}\n"
+        "      datasets: {cirr: {train: {epochs: 6}}}\n"
+        "real: {train: {lr: 1.0e-5}}\n"
+    )
+
+    def train(dataset: str, size: str | None) -> dict:
+        return method_base("m", "synthetic", dataset, tmp_path, synthetic_size=size)["train"]
+
+    assert train("fashioniq", None) == {"lr": 1.0e-3, "epochs": 2}
+    assert train("fashioniq", "small") == {"lr": 1.0e-3, "epochs": 2}
+    assert train("cirr", "small") == {"lr": 1.0e-3, "epochs": 4}
+    assert train("fashioniq", "compact") == {"lr": 2.0e-4, "epochs": 2}
+    assert train("cirr", "compact") == {"lr": 2.0e-4, "epochs": 6}
+    assert method_base("m", "real", "cirr", tmp_path)["train"] == {"lr": 1.0e-5}
+
+    (tmp_path / "m.yaml").write_text("method: m\nsynthetic:\n  sizes: {medium: {}}\n")
+    with pytest.raises(SpecError, match=r"m\.yaml: synthetic\.sizes: unknown sizes \['medium'\]"):
+        method_base("m", "synthetic", "cirr", tmp_path)
+    (tmp_path / "m.yaml").write_text("method: m\nreal:\n  sizes: {compact: {}}\n")
+    with pytest.raises(SpecError, match="synthetic profile only"):
+        method_base("m", "real", "cirr", tmp_path)
+    (tmp_path / "m.yaml").write_text("method: m\nsynthetic:\n  sizes: {compact: {trian: {}}}\n")
+    with pytest.raises(SpecError, match=r"synthetic\.sizes\.compact: unknown sections"):
+        method_base("m", "synthetic", "cirr", tmp_path, synthetic_size="compact")

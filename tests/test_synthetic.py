@@ -386,9 +386,9 @@ def test_pool_images_are_in_no_triplet_and_have_metadata(tiny: Path) -> None:
 
 
 def test_every_size_is_one_vocabulary() -> None:
-    """The spec's size names (bench.config.spec.SYNTHETIC_SIZES) are the sizes the world
+    """The spec's size names (bench.config.base.SYNTHETIC_SIZES) are the sizes the world
     and CIRCO define, smallest first."""
-    from bench.config.spec import SYNTHETIC_SIZES
+    from bench.config.base import SYNTHETIC_SIZES
     from bench.synthetic.circo import CIRCO_SIZES
 
     assert tuple(SIZES) == SYNTHETIC_SIZES == tuple(CIRCO_SIZES)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.config.spec import SYNTHETIC_SIZES
+from bench.config.base import SYNTHETIC_SIZES
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:

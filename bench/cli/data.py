@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.config.spec import SYNTHETIC_SIZES
+from bench.config.base import SYNTHETIC_SIZES
 from bench.core.errors import CirbenchError
 from bench.formats import format_names
 from bench.formats.records import CIRSplit

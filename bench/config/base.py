@@ -14,7 +14,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -24,6 +24,12 @@ from bench.core.errors import CirbenchError, DataFormatError
 from bench.core.reading import read_text
 
 M = TypeVar("M", bound=BaseModel)
+
+#: The synthetic benchmark's sizes, smallest first (their counts:
+#: ``bench.synthetic.world.SIZES``; ``compact`` is the default profile's world). The
+#: method base files' ``synthetic.sizes`` use the same names (``bench.config.bases``).
+SyntheticSize = Literal["tiny", "compact", "small", "default"]
+SYNTHETIC_SIZES: tuple[str, ...] = get_args(SyntheticSize)
 
 
 class SpecError(CirbenchError, ValueError):

@@ -12,13 +12,18 @@ Each registered method has ``experiments/methods/<name>.yaml``::
         ...
       datasets:           # per-format overrides of this profile
         cirr: {train: {...}, spn: {...}}
+      sizes:              # per synthetic size (bench.config.base.SYNTHETIC_SIZES): the
+        compact:          # scale-dependent numbers calibrated in that world, over the above
+          train: {...}
+          datasets: {fashioniq: {...}}
     real:                 # real FashionIQ / CIRR data: the published recipe
       ...
 
-:func:`method_base` resolves one (method, profile, dataset format) to a spec fragment with
-the dataset block merged in. Suites build their points from it; :func:`fill_from_recipe`
-completes a hand-written spec's SPN blocks and dataset settings from it, so that every
-spec names every recipe value it runs (and its digest covers them).
+:func:`method_base` resolves one (method, profile, dataset format, synthetic size) to a
+spec fragment: the profile's block, its ``datasets`` entry, then the size's block and its
+``datasets`` entry, each over the one before. Suites build their points from it;
+:func:`fill_from_recipe` completes a hand-written spec's SPN blocks and dataset settings
+from it, so that every spec names every recipe value it runs (and its digest covers them).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.config.base import SpecError, read_yaml
+from bench.config.base import SYNTHETIC_SIZES, SpecError, read_yaml
 from bench.config.merge import deep_merge
 from bench.config.paths import METHODS_DIR
 
@@ -48,8 +53,10 @@ def method_base(
     profile: Profile,
     dataset_format: str,
     directory: Path = METHODS_DIR,
+    synthetic_size: str | None = None,
 ) -> dict[str, Any]:
-    """The spec fragment of ``method`` for ``profile`` and ``dataset_format``."""
+    """The spec fragment of ``method`` for ``profile`` and ``dataset_format`` (and, for the
+    synthetic profile, ``synthetic_size``: its ``sizes`` entry applies, if it has one)."""
     path = method_base_file(method, directory)
     if not path.is_file():
         raise SpecError(
@@ -62,14 +69,31 @@ def method_base(
     if profile not in data:
         raise SpecError(f"{path}: no {profile!r} profile")
     block = dict(data[profile])
-    per_dataset = block.pop("datasets", {}) or {}
-    unknown = set(block) - set(_SECTIONS)
-    if unknown:
-        raise SpecError(f"{path}: {profile}: unknown sections {sorted(unknown)}")
-    merged = deep_merge(block, per_dataset.get(dataset_format, {}) or {})
+    sizes = block.pop("sizes", {}) or {}
+    if sizes and profile != "synthetic":
+        raise SpecError(f"{path}: {profile}: 'sizes' is for the synthetic profile only")
+    wrong = sorted(set(sizes) - set(SYNTHETIC_SIZES))
+    if wrong:
+        raise SpecError(
+            f"{path}: {profile}.sizes: unknown sizes {wrong} (known: {', '.join(SYNTHETIC_SIZES)})"
+        )
+    merged = _with_datasets(block, dataset_format, f"{path}: {profile}")
+    if synthetic_size in sizes:
+        where = f"{path}: {profile}.sizes.{synthetic_size}"
+        size_block = _with_datasets(dict(sizes[synthetic_size]), dataset_format, where)
+        merged = deep_merge(merged, size_block)
     merged.setdefault("method", {})
     merged["method"] = {"name": method, **merged["method"]}
     return merged
+
+
+def _with_datasets(block: dict[str, Any], dataset_format: str, where: str) -> dict[str, Any]:
+    """``block`` with its ``datasets`` entry for ``dataset_format`` merged over it."""
+    per_dataset = block.pop("datasets", {}) or {}
+    unknown = set(block) - set(_SECTIONS)
+    if unknown:
+        raise SpecError(f"{where}: unknown sections {sorted(unknown)}")
+    return deep_merge(block, per_dataset.get(dataset_format, {}) or {})
 
 
 def method_references(method: str, directory: Path = METHODS_DIR) -> dict[str, str]:
@@ -112,7 +136,12 @@ def fill_from_recipe(data: dict[str, Any]) -> dict[str, Any]:
     dataset = data.get("dataset")
     if not isinstance(dataset, dict) or not method_base_file(method).is_file():
         return data
-    base = method_base(method, profile_of(dataset), str(dataset.get("format")))
+    base = method_base(
+        method,
+        profile_of(dataset),
+        str(dataset.get("format")),
+        synthetic_size=str(dataset.get("synthetic_size", "default")),
+    )
     out = dict(data)
     out["dataset"] = deep_merge(base.get("dataset") or {}, dataset)
     spn = dict(out.get("spn") or {})

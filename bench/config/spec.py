@@ -11,12 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bench.config.base import SpecError, Strict, read_yaml, validate_strict, validation_problems
+from bench.config.base import (
+    SpecError,
+    Strict,
+    SyntheticSize,
+    read_yaml,
+    validate_strict,
+    validation_problems,
+)
 from bench.config.bases import fill_from_recipe
 from bench.config.merge import apply_overrides, flatten
 from bench.config.spn import SPNSpec
@@ -33,12 +40,6 @@ SYNTHETIC = "synthetic"
 SPEC_SCHEMA = 3
 #: (block, key, the value the digest hashes): settings that change no result.
 RUNTIME_ONLY = (("train", "num_workers", 0),)
-
-
-#: The synthetic benchmark's sizes, smallest first (their counts:
-#: ``bench.synthetic.world.SIZES``; ``compact`` is the default profile's world).
-SyntheticSize = Literal["tiny", "compact", "small", "default"]
-SYNTHETIC_SIZES: tuple[str, ...] = get_args(SyntheticSize)
 
 
 class DatasetSpec(Strict):

@@ -8,9 +8,8 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from bench.config import SpecError, Strict, read_yaml, validation_problems
-from bench.config.base import validate_strict
+from bench.config.base import SyntheticSize, validate_strict
 from bench.config.paths import PROFILES_FILE
-from bench.config.spec import SyntheticSize
 from bench.core.errors import UnknownNameError
 
 

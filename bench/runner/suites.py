@@ -392,7 +392,12 @@ class SuiteRun:
 
     def spec(self, point: Point, overrides: tuple[str, ...] = ()) -> ExperimentSpec:
         """The resolved spec of ``point`` (see the module docstring)."""
-        base = method_base(point.method, "real" if self.real else "synthetic", point.dataset)
+        base = method_base(
+            point.method,
+            "real" if self.real else "synthetic",
+            point.dataset,
+            synthetic_size=None if self.real else self.profile.synthetic_size,
+        )
         method_spn = base.pop("spn", {}) or {}
         dataset: dict[str, Any] = {**(base.pop("dataset", None) or {}), "format": point.dataset}
         if self.data_roots is not None:
