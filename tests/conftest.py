@@ -15,6 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CIRBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n``, on by default in pyproject.toml) each worker process is
+    entitled to its share of the cores: its torch threads, and those of the processes its
+    tests start (``OMP_NUM_THREADS``), follow, so that the workers do not oversubscribe the
+    machine (two 2-thread processes on 2 cores run several times slower than 1-thread ones)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "PYTEST_XDIST_WORKER" in os.environ:
+        from bench.core.runtime import default_workers, set_core_share
+
+        share = max(1, default_workers() // workers)
+        set_core_share(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+
+
 #: Tests failed so far in this session (for :func:`cirbench_home`'s clean-up).
 _failures = 0
 
