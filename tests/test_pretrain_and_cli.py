@@ -16,6 +16,7 @@ from bench.backbones.pretrain import (
     PretrainConfig,
     architecture_fingerprint,
     ensure_synthetic_backbone,
+    pretrain_config,
 )
 from bench.cli import main
 from bench.config import parse_spec
@@ -123,3 +124,12 @@ def test_cirr_submission_from_a_trained_checkpoint(isolated_home, tmp_path):
     payload = json.loads(recall.read_text())
     assert payload["version"] == "rc2" and payload["metric"] == "recall"
     assert all(len(v) == 50 for k, v in payload.items() if k not in ("version", "metric"))
+
+
+def test_pretraining_epochs_follow_the_world_size():
+    """compact's backbones get about small's optimiser steps (14 epochs of 15 steps against 6
+    of 35); every other size keeps the default config, so its cached backbones (keyed by
+    the config) stay valid."""
+    assert pretrain_config("compact").epochs == 14
+    for size in ("tiny", "small", "default"):
+        assert pretrain_config(size) == PretrainConfig()
