@@ -73,7 +73,8 @@ def ablate(session: nox.Session) -> None:
     """The default reproduction end to end: synthetic data, backbone, every suite, reports.
 
     ``nox -s ablate`` (default profile), ``nox -s ablate -- --quick`` (CI-sized),
-    ``nox -s ablate -- --small`` (the calibrated world), ``nox -s ablate -- --full``,
+    ``nox -s ablate -- --small`` (the world an earlier calibration ran on),
+    ``nox -s ablate -- --full``,
     ``nox -s ablate -- --data-root /data/fashionIQ_dataset``.
     Interrupt it at any time: rerunning resumes, nothing finished is recomputed.
     """
