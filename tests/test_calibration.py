@@ -16,6 +16,7 @@ from bench.config import SpecError
 from bench.config.paths import SUITES_DIR
 from bench.report import build_report
 from bench.runner.ablate import sweep
+from bench.runner.calibration import calibration_sampler
 from bench.runner.storage import calibration_study_name, open_storage, storage_url
 from bench.runner.suites import Point, SuiteRun, load_suite
 from bench.tracking import find_runs
@@ -147,3 +148,27 @@ def test_an_incumbent_whose_worker_died_is_measured_again(tmp_path):
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert trials[1].user_attrs["incumbent"] is True
     assert trials[1].params == {"train.lr": now.lr, "train.epochs": 1}
+
+
+def _draws(storage: optuna.storages.BaseStorage, name: str, slots: range) -> list[float]:
+    """Ask one trial per slot of study ``name`` with the calibration's sampler."""
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+    values = []
+    for slot in slots:
+        study.sampler = calibration_sampler(0, name, slot)
+        trial = study.ask()
+        values.append(trial.suggest_float("train.lr", 1e-5, 1e-2, log=True))
+        study.tell(trial, values[-1])
+    return values
+
+
+def test_calibration_draws_differ_per_study_and_survive_a_resume():
+    whole = _draws(optuna.storages.InMemoryStorage(), "cal-a", range(4))
+    resumed_storage = optuna.storages.InMemoryStorage()
+    resumed = _draws(resumed_storage, "cal-a", range(2)) + _draws(
+        resumed_storage, "cal-a", range(2, 4)
+    )
+    assert resumed == whole  # the resumed study does not redraw its first values
+    assert len(set(whole)) == 4
+    other = _draws(optuna.storages.InMemoryStorage(), "cal-b", range(4))
+    assert not set(other) & set(whole)  # another method's study explores elsewhere

@@ -40,11 +40,18 @@ from bench.runner.storage import (
     storage_url,
     study_lock,
 )
-from bench.runner.study import fail_dead_trials, live_states
+from bench.runner.study import fail_dead_trials, live_states, slot_seed
 from bench.runner.suites import CalibrationStage, Point, SearchRange, SuiteRun
 
 #: The two studies of a calibration, in order.
 STAGES = ("stage1", "stage2")
+
+
+def calibration_sampler(sampler_seed: int, study_name: str, slot: int) -> Any:
+    """The TPE sampler for the trial asked in ``slot`` of ``study_name``: seeded from all
+    three, so studies of different methods draw different start-up trials, and a resumed
+    study draws what an uninterrupted one would have (not its first draws again)."""
+    return optuna.samplers.TPESampler(seed=slot_seed(sampler_seed, study_name, slot))
 
 
 def searched_high(key: str, space: SearchRange, max_epochs: int | None) -> float:
@@ -137,7 +144,7 @@ def run_stage(
             study_name=name,
             storage=open_storage(url),
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=calibration.sampler_seed),
+            sampler=calibration_sampler(calibration.sampler_seed, name, 0),
             load_if_exists=True,
         )
         for key, value in {
@@ -164,6 +171,7 @@ def run_stage(
             waiting = any(t.state == optuna.trial.TrialState.WAITING for t in live)
             if len(live) >= n_trials and not waiting:  # the incumbent runs within any budget
                 return study
+            study.sampler = calibration_sampler(calibration.sampler_seed, name, len(live))
             trial = study.ask()
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         cap = run.profile.max_epochs

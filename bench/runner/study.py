@@ -61,10 +61,16 @@ def live_states() -> tuple[Any, ...]:
     return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
+def slot_seed(*parts: object) -> int:
+    """A sampler seed from ``parts`` (the base seed, the trial's slot, ...): a sampler made
+    afresh for each ask draws the same values however often a study was resumed."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
 def sampler_for(spec: StudySpec, slot: int) -> Any:
     """The declared sampler of a study, seeded for the trial asked in ``slot``."""
-    digest = hashlib.sha256(f"{spec.sampler_seed}:{slot}".encode()).hexdigest()
-    seed = int(digest[:8], 16)
+    seed = slot_seed(spec.sampler_seed, slot)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)

@@ -114,6 +114,8 @@ class CalibrationSpec(Strict):
     #: trials per study (per method, dataset and stage); a profile's n_trials caps it
     n_trials: int = Field(default=12, ge=1)
     objective: str = "Rmean"
+    #: each trial's TPE sampler is seeded from this, the study's name and the trial's slot
+    #: (:func:`bench.runner.calibration.calibration_sampler`)
     sampler_seed: int = 0
     stage1: CalibrationStage
     stage2: CalibrationStage
