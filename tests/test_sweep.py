@@ -250,6 +250,9 @@ def test_grid_plot_exists_and_is_not_empty(tmp_path):
     )
     assert float(line["margin"]) == pytest.approx(margin)
     assert line["beats_both"] == str(margin > 0)
+    # the margin's interval pairs the run with the ranker on the same queries
+    assert float(line["margin ci_low"]) <= margin <= float(line["margin ci_high"])
+    assert line["stronger"] in ("image_only", "text_only")
     assert line["protocol"] == "drop_reference"  # SPN's clip4cir/validate.py drops it
 
 

@@ -23,6 +23,7 @@ from bench.synthetic import (
     SIZES,
     AttributeIndex,
     attribute_baselines,
+    attribute_query_values,
     describe,
     generate,
     vocabularies,
@@ -338,6 +339,16 @@ def test_attribute_baselines_follow_a_methods_categories_and_protocol(tiny: Path
     dropped = attribute_baselines(tiny, "fashioniq", "val", protocol="drop_reference")
     assert dropped["image_only"]["avg_R@10"] >= full["image_only"]["avg_R@10"]
     assert dropped["image_only"]["avg_R@50"] > full["image_only"]["avg_R@50"] - 1e-9
+
+
+def test_ranker_query_values_give_the_rankers_metrics(tiny: Path) -> None:
+    for dataset, protocol in (("fashioniq", "drop_reference"), ("cirr", "full_gallery")):
+        summary = attribute_baselines(tiny, dataset, "val", protocol=protocol)
+        per_query = attribute_query_values(tiny, dataset, "val", protocol=protocol)
+        for ranker in ("image_only", "text_only", "oracle"):
+            assert per_query[ranker].metrics() == pytest.approx(summary[ranker]), ranker
+    (primary,) = attribute_query_values(tiny, "fashioniq", "val")["oracle"].protocols
+    assert primary == "full_gallery"
 
 
 def test_relative_edits_need_the_reference(tiny: Path) -> None:

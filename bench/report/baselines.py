@@ -15,9 +15,11 @@ from typing import Any
 
 from bench.formats import get_format
 from bench.report.collect import TrackedPoint
+from bench.report.intervals import Intervals, interval_fields, interval_text, point_arm
 from bench.report.tables import Table, synthetic_note
 from bench.runner.suites import SuiteRun
-from bench.synthetic.baselines import attribute_baselines
+from bench.stats import PairedComparison, RunQueryValues
+from bench.synthetic.baselines import attribute_query_values
 from bench.train.data import dataset_root
 from methods.registry import display_name
 
@@ -27,15 +29,28 @@ SINGLE_MODALITY = ("image_only", "text_only")
 FORMATS = ("fashioniq", "cirr")
 
 
+def beats_both(margin: float, result: PairedComparison | None) -> str:
+    """``yes`` / ``no`` when the margin's interval excludes 0 (or, without an interval, by
+    its sign, marked ``no interval``); ``not resolved`` when it contains 0."""
+    if result is None:
+        return f"{'yes' if margin > 0 else 'no'} (no interval)"
+    if not result.excludes_zero:
+        return "not resolved"
+    return "yes" if margin > 0 else "no"
+
+
 def baselines_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
     """Per dataset: each method's stage-1 (composition ``none``) headline metric, the two
-    single-modality rankers' on the same queries, the margin over the stronger one."""
+    single-modality rankers' on the same queries, the margin over the stronger one with its
+    paired-bootstrap interval (the method's runs against the ranker on the same queries,
+    :mod:`bench.report.intervals`)."""
     if run.real or "none" not in run.suite.compositions:
         return []
     tables = []
     for dataset in (d for d in run.suite.datasets if d in FORMATS):
         headline = get_format(dataset).headline_metric
-        cache: dict[tuple[Any, ...], dict[str, dict[str, float]]] = {}
+        cache: dict[tuple[Any, ...], dict[str, RunQueryValues]] = {}
+        intervals = Intervals(headline)
         rows, raw = [], []
         for method in run.methods:
             mine = [
@@ -51,7 +66,7 @@ def baselines_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
             data = run.spec(mine[0].point).dataset
             key = (data.synthetic_size, data.synthetic_seed, data.categories, data.protocol)
             if key not in cache:
-                cache[key] = attribute_baselines(
+                cache[key] = attribute_query_values(
                     dataset_root(data, progress=False).parent,
                     dataset,
                     data.eval_split,
@@ -60,16 +75,23 @@ def baselines_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
                 )
             rankers = cache[key]
             value = statistics.fmean(p.metrics[headline] for p in mine)
-            image, text = (rankers[name][headline] for name in SINGLE_MODALITY)
+            image, text = (rankers[name].metrics()[headline] for name in SINGLE_MODALITY)
             margin = value - max(image, text)
+            stronger = SINGLE_MODALITY[0] if image >= text else SINGLE_MODALITY[1]
+            arm = point_arm(run, mine)
+            result = intervals.compare(
+                arm,
+                {seed: rankers[stronger] for seed in arm},
+                f"{display_name(method)} vs {stronger}",
+            )
             rows.append(
                 [
                     display_name(method),
                     f"{value:.2f}",
                     f"{image:.2f}",
                     f"{text:.2f}",
-                    f"{margin:+.2f}",
-                    "yes" if margin > 0 else "no",
+                    interval_text(result, margin),
+                    beats_both(margin, result),
                     data.protocol if dataset == "fashioniq" else "official",
                 ]
             )
@@ -80,6 +102,8 @@ def baselines_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
                     f"image_only {headline}": image,
                     f"text_only {headline}": text,
                     "margin": margin,
+                    "stronger": stronger,
+                    **interval_fields("margin", result),
                     "beats_both": margin > 0,
                     "seeds": len(mine),
                     "protocol": data.protocol,
@@ -97,7 +121,7 @@ def baselines_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
                     f"stage 1 {headline}",
                     f"image-only {headline}",
                     f"text-only {headline}",
-                    "margin over the stronger",
+                    "margin over the stronger [95% CI]",
                     "beats both",
                     "protocol",
                 ],
@@ -108,8 +132,8 @@ def baselines_table(run: SuiteRun, points: list[TrackedPoint]) -> list[Table]:
                     "generator's attribute metadata (the reference's attributes; the text's "
                     "exact requirements), so each is an upper bound of what one modality "
                     "says; scored on the same queries and gallery under the method's "
-                    "protocol. The resolvable difference of these queries is under the "
-                    "dataset's composition table."
+                    "protocol. Margin: stage 1 minus the stronger ranker, its interval "
+                    "pairing the method's runs with that ranker query by query. " + intervals.note()
                 ),
             )
         )

@@ -33,6 +33,7 @@ from bench.core.locks import exclusive
 from bench.core.paths import synthetic_root
 from bench.synthetic.baselines import (
     attribute_baselines,
+    attribute_query_values,
     circo_attribute_baselines,
     format_baselines,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "CircoSize",
     "SizeSpec",
     "attribute_baselines",
+    "attribute_query_values",
     "circo_attribute_baselines",
     "circo_values",
     "describe",

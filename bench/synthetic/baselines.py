@@ -30,8 +30,13 @@ from bench.core.errors import DataFormatError
 from bench.formats.circo import load_circo_split
 from bench.formats.cirr import load_cirr_split
 from bench.formats.fashioniq import CATEGORIES, load_fashioniq_split
-from bench.metrics import circo_metrics, cirr_metrics, fashioniq_average
-from bench.metrics.fashioniq import fashioniq_metrics_for_protocol
+from bench.metrics import QueryValues, circo_metrics, fashioniq_average
+from bench.metrics.cirr import cirr_query_values, with_cirr_rmean
+from bench.metrics.fashioniq import (
+    fashioniq_query_values_for_protocol,
+    get_fashioniq_protocol,
+)
+from bench.stats.queries import RunQueryValues, queries_digest
 from bench.synthetic.world import AttributeIndex
 
 RANKERS = ("image_only", "text_only", "oracle")
@@ -87,27 +92,32 @@ def attribute_baselines(
     protocol, :mod:`bench.metrics.fashioniq`; default the official full gallery), so the
     rankers score exactly the queries and gallery a method is evaluated on.
     """
-    try:
-        scorer = _BASELINES[dataset]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {dataset!r}; expected one of {', '.join(_BASELINES)}"
-        ) from None
+    if dataset not in ("fashioniq", "cirr", "circo"):
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of fashioniq, cirr, circo")
+    if dataset == "circo":
+        return circo_attribute_baselines(root, split, seed=seed)
+    per_query = attribute_query_values(
+        root, dataset, split, seed=seed, categories=categories, protocol=protocol
+    )
     if dataset == "fashioniq":
-        return _fashioniq_baselines(Path(root), split, seed, tuple(categories), protocol)
-    return scorer(Path(root), split, seed)
+        return {
+            name: fashioniq_average({c: v.metrics() for c, v in values.groups().items()})
+            for name, values in per_query.items()
+        }
+    return {
+        name: with_cirr_rmean(values.groups()[None].metrics()) for name, values in per_query.items()
+    }
 
 
-def _fashioniq_baselines(
-    root: Path,
-    split: str,
-    seed: int,
-    categories: tuple[str, ...] = CATEGORIES,
-    protocol: str = "full_gallery",
-) -> dict[str, dict[str, float]]:
+def _fashioniq_query_values(
+    root: Path, split: str, seed: int, categories: tuple[str, ...], protocol: str
+) -> tuple[dict[str, dict[str | None, QueryValues]], dict[str | None, str]]:
+    """Per ranker, per category: the rankers' hits (query order) under ``protocol``; and
+    each category's :func:`queries_digest`."""
     base = root / "fashioniq"
     metadata = _read(base / "metadata" / "images.json")
-    per_category: dict[str, dict[str, dict[str, float]]] = {name: {} for name in RANKERS}
+    per_query: dict[str, dict[str | None, QueryValues]] = {name: {} for name in RANKERS}
+    digests: dict[str | None, str] = {}
     for category in categories:
         data = load_fashioniq_split(base, category, split, images=False)
         mods_path = base / "metadata" / f"modifications.{category}.{split}.json"
@@ -116,15 +126,22 @@ def _fashioniq_baselines(
         refs = [q.reference for q in data.queries]
         targets = [mods[q.index]["target"] for q in data.queries]
         aligned = [mods[q.index] for q in data.queries]
+        ids = [q.query_id for q in data.queries]
         scores = score_split(data.gallery, refs, aligned, metadata, seed=seed)
+        digests[category] = queries_digest(data.queries)
         for name in RANKERS:
-            per_category[name][category] = fashioniq_metrics_for_protocol(
-                protocol, scores[name], data.gallery, refs, targets
+            per_query[name][category] = QueryValues.of(
+                ids,
+                fashioniq_query_values_for_protocol(
+                    protocol, scores[name], data.gallery, refs, targets
+                ),
             )
-    return {name: fashioniq_average(per_category[name]) for name in RANKERS}
+    return per_query, digests
 
 
-def _cirr_baselines(root: Path, split: str, seed: int) -> dict[str, dict[str, float]]:
+def _cirr_query_values(root: Path, split: str, seed: int) -> tuple[dict[str, QueryValues], str]:
+    """Per ranker: its hits at R@K and Rsubset@K against the hard target (query order);
+    and the split's :func:`queries_digest`."""
     base = root / "cirr"
     metadata = _read(base / "metadata" / "images.json")
     data = load_cirr_split(base, split, images=False)
@@ -135,10 +152,51 @@ def _cirr_baselines(root: Path, split: str, seed: int) -> dict[str, dict[str, fl
     targets = [mods[q.index]["target"] for q in data.queries]
     groups = [list(q.group) for q in data.queries]
     aligned = [mods[q.index] for q in data.queries]
+    ids = [q.query_id for q in data.queries]
     scores = score_split(data.gallery, refs, aligned, metadata, seed=seed)
-    return {
-        name: cirr_metrics(scores[name], data.gallery, refs, targets, groups) for name in RANKERS
+    per_query = {
+        name: QueryValues.of(
+            ids, cirr_query_values(scores[name], data.gallery, refs, targets, groups)
+        )
+        for name in RANKERS
     }
+    return per_query, queries_digest(data.queries)
+
+
+def attribute_query_values(
+    root: str | Path,
+    dataset: str,
+    split: str = "val",
+    *,
+    protocol: str = "full_gallery",
+    categories: Sequence[str] = CATEGORIES,
+    seed: int = 0,
+) -> dict[str, RunQueryValues]:
+    """The rankers of :func:`attribute_baselines` as runs' per-query values (FashionIQ per
+    category, CIRR against the hard target), so a method's run can be compared with a
+    ranker query by query (:func:`bench.stats.paired_bootstrap`); their ``metrics()`` are
+    :func:`attribute_baselines`'s numbers. The protocol they are keyed by is the one a
+    run's evaluation names (FashionIQ: ``protocol``'s name; CIRR: ``hard_targets``)."""
+    root = Path(root)
+    if dataset == "fashioniq":
+        per_query, digests = _fashioniq_query_values(root, split, seed, tuple(categories), protocol)
+        name = get_fashioniq_protocol(protocol).name
+        return {
+            ranker: RunQueryValues(dataset, name, {name: groups}, digests)
+            for ranker, groups in per_query.items()
+        }
+    if dataset == "cirr":
+        flat, digest = _cirr_query_values(root, split, seed)
+        return {
+            ranker: RunQueryValues(
+                dataset, "hard_targets", {"hard_targets": {None: v}}, {None: digest}
+            )
+            for ranker, v in flat.items()
+        }
+    raise ValueError(
+        f"unknown dataset {dataset!r}; expected one of fashioniq, cirr"
+        + (" (CIRCO's rankers: circo_attribute_baselines)" if dataset == "circo" else "")
+    )
 
 
 def _check_aligned(queries: Sequence[Any], mods: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -217,10 +275,3 @@ def circo_attribute_baselines(
         scores[name] += rng.uniform(0.0, JITTER, size=shape)
         out[name] = circo_metrics(scores[name], data.gallery, refs, gts)
     return out
-
-
-_BASELINES = {
-    "fashioniq": _fashioniq_baselines,
-    "cirr": _cirr_baselines,
-    "circo": lambda root, split, seed: circo_attribute_baselines(root, split, seed=seed),
-}
