@@ -341,14 +341,20 @@ def test_attribute_baselines_follow_a_methods_categories_and_protocol(tiny: Path
     assert dropped["image_only"]["avg_R@50"] > full["image_only"]["avg_R@50"] - 1e-9
 
 
-def test_ranker_query_values_give_the_rankers_metrics(tiny: Path) -> None:
-    for dataset, protocol in (("fashioniq", "drop_reference"), ("cirr", "full_gallery")):
-        summary = attribute_baselines(tiny, dataset, "val", protocol=protocol)
-        per_query = attribute_query_values(tiny, dataset, "val", protocol=protocol)
-        for ranker in ("image_only", "text_only", "oracle"):
-            assert per_query[ranker].metrics() == pytest.approx(summary[ranker]), ranker
-    (primary,) = attribute_query_values(tiny, "fashioniq", "val")["oracle"].protocols
-    assert primary == "full_gallery"
+def test_ranker_query_values_are_keyed_like_a_runs_evaluation(tiny: Path) -> None:
+    """Protocol and groups as a run's per-query file names them, so the two pair."""
+    fiq = attribute_query_values(tiny, "fashioniq", "val", protocol="drop_reference")
+    assert list(fiq["oracle"].protocols) == ["drop_reference"]
+    assert list(fiq["oracle"].groups()) == ["dress", "shirt", "toptee"]
+    assert set(fiq["oracle"].digests) == {"dress", "shirt", "toptee"}
+    cirr = attribute_query_values(tiny, "cirr", "val")
+    assert list(cirr["oracle"].protocols) == ["hard_targets"]
+    assert list(cirr["oracle"].groups()) == [None]
+    # the oracle hits every query at R@1: one boolean per query, all true
+    hits = cirr["oracle"].groups()[None].values["R@1"]
+    assert hits.dtype == bool and hits.all()
+    with pytest.raises(ValueError, match="circo_attribute_baselines"):
+        attribute_query_values(tiny, "circo", "val")
 
 
 def test_relative_edits_need_the_reference(tiny: Path) -> None:

@@ -30,8 +30,8 @@ from bench.core.errors import DataFormatError
 from bench.formats.circo import load_circo_split
 from bench.formats.cirr import load_cirr_split
 from bench.formats.fashioniq import CATEGORIES, load_fashioniq_split
-from bench.metrics import QueryValues, circo_metrics, fashioniq_average
-from bench.metrics.cirr import cirr_query_values, with_cirr_rmean
+from bench.metrics import QueryValues, circo_metrics
+from bench.metrics.cirr import cirr_query_values
 from bench.metrics.fashioniq import (
     fashioniq_query_values_for_protocol,
     get_fashioniq_protocol,
@@ -99,14 +99,7 @@ def attribute_baselines(
     per_query = attribute_query_values(
         root, dataset, split, seed=seed, categories=categories, protocol=protocol
     )
-    if dataset == "fashioniq":
-        return {
-            name: fashioniq_average({c: v.metrics() for c, v in values.groups().items()})
-            for name, values in per_query.items()
-        }
-    return {
-        name: with_cirr_rmean(values.groups()[None].metrics()) for name, values in per_query.items()
-    }
+    return {name: values.metrics() for name, values in per_query.items()}
 
 
 def _fashioniq_query_values(
@@ -175,7 +168,8 @@ def attribute_query_values(
     """The rankers of :func:`attribute_baselines` as runs' per-query values (FashionIQ per
     category, CIRR against the hard target), so a method's run can be compared with a
     ranker query by query (:func:`bench.stats.paired_bootstrap`); their ``metrics()`` are
-    :func:`attribute_baselines`'s numbers. The protocol they are keyed by is the one a
+    :func:`attribute_baselines`'s numbers (the format's own aggregation, as for a run's
+    metrics). The protocol they are keyed by is the one a
     run's evaluation names (FashionIQ: ``protocol``'s name; CIRR: ``hard_targets``)."""
     root = Path(root)
     if dataset == "fashioniq":
